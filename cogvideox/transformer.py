@@ -1,0 +1,347 @@
+"""The CogVideoX diffusion transformer (2B, 5B, 5B-I2V, 1.5-5B T2V and I2V).
+
+Parameter names are those of diffusers ``CogVideoXTransformer3DModel`` so a diffusers state
+dict loads strictly. ``forward`` is split into ``embed`` -> ``run_blocks`` -> ``final`` so
+step caches (TeaCache-style) and block swapping can hook in without touching the math:
+
+- ``model.step_cache`` (``None`` by default) is any callable ``(model, tokens) -> (video, text)``
+  that replaces the plain loop over blocks; it can call ``model.first_block_modulated_input``
+  to get the timestep-modulated input of block 0 and ``model.run_all_blocks`` to compute.
+- ``block_forward(i, ...)`` moves its inputs to the block's device, so blocks can live on
+  different devices.
+
+Numerics: the residual streams, the layer norms, the adaptive modulation, the timestep MLP and
+the rotary rotation run in float32; linear layers and attention run in the weight dtype.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .attention import FeedForward, JointAttention, _layer_norm_fp32
+from .configs import TransformerConfig
+from .embeddings import PatchEmbed, TimestepMLP, sincos_positions_3d, timestep_features
+from .rope import rotary_cos_sin
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Tokens:
+    """State entering the transformer blocks."""
+
+    video: torch.Tensor  # [B, N, D] float32
+    text: torch.Tensor  # [B, L, D] float32
+    temb: torch.Tensor  # [B, time_embed_dim] float32
+    rope: tuple[torch.Tensor, torch.Tensor] | None  # cos, sin [N, head_dim] float32
+    grid: tuple[int, int, int]  # token grid (T', H', W')
+
+
+StepCache = Callable[["CogVideoXTransformer", Tokens], tuple[torch.Tensor, torch.Tensor]]
+
+
+class AdaNormZero(nn.Module):
+    """LayerNorm + per-sample shift/scale for video and text, and their residual gates."""
+
+    def __init__(self, cond_dim: int, dim: int, affine: bool, eps: float):
+        super().__init__()
+        self.silu = nn.SiLU()
+        self.linear = nn.Linear(cond_dim, 6 * dim)
+        self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=affine)
+
+    def forward(self, video: torch.Tensor, text: torch.Tensor, temb: torch.Tensor):
+        mod = F.linear(
+            self.silu(temb.float()), self.linear.weight.float(), self.linear.bias.float()
+        )  # [B, 6D]
+        mod = mod[:, None, :]  # [B, 1, 6D]
+        shift, scale, gate, t_shift, t_scale, t_gate = mod.chunk(6, dim=-1)
+        video = _layer_norm_fp32(self.norm, video) * (1 + scale) + shift
+        text = _layer_norm_fp32(self.norm, text) * (1 + t_scale) + t_shift
+        return video, text, gate, t_gate
+
+
+class CogVideoXBlock(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        dim = cfg.inner_dim
+        affine, eps = cfg.norm_elementwise_affine, cfg.norm_eps
+        self.norm1 = AdaNormZero(cfg.time_embed_dim, dim, affine, eps)
+        self.attn1 = JointAttention(dim, cfg.num_attention_heads, cfg.attention_head_dim, cfg.attention_bias)
+        self.norm2 = AdaNormZero(cfg.time_embed_dim, dim, affine, eps)
+        self.ff = FeedForward(dim, cfg.activation_fn, cfg.dropout)
+
+    def modulated_input(self, video: torch.Tensor, text: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """The timestep-modulated video tokens entering attention (the TeaCache indicator)."""
+        return self.norm1(video, text, temb)[0]
+
+    def forward(
+        self,
+        video: torch.Tensor,
+        text: torch.Tensor,
+        temb: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        text_len = text.shape[1]
+        v_in, t_in, gate, t_gate = self.norm1(video, text, temb)
+        out = self.attn1(torch.cat([t_in, v_in], dim=1), text_len, rope).float()  # [B, L+N, D]
+        video = video + gate * out[:, text_len:]
+        text = text + t_gate * out[:, :text_len]
+
+        v_in, t_in, gate, t_gate = self.norm2(video, text, temb)
+        out = self.ff(torch.cat([t_in, v_in], dim=1)).float()  # [B, L+N, D]
+        video = video + gate * out[:, text_len:]
+        text = text + t_gate * out[:, :text_len]
+        return video, text
+
+
+class FinalNorm(nn.Module):
+    """Adaptive LayerNorm of the output (shift first, then scale)."""
+
+    def __init__(self, cond_dim: int, dim: int, affine: bool, eps: float):
+        super().__init__()
+        self.silu = nn.SiLU()
+        self.linear = nn.Linear(cond_dim, 2 * dim)
+        self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=affine)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        mod = F.linear(
+            self.silu(temb.float()), self.linear.weight.float(), self.linear.bias.float()
+        )  # [B, 2D]
+        shift, scale = mod[:, None, :].chunk(2, dim=-1)  # [B, 1, D] each
+        return _layer_norm_fp32(self.norm, x) * (1 + scale) + shift
+
+
+class CogVideoXTransformer(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        cfg = config
+        if cfg.out_channels is None:
+            raise ValueError("TransformerConfig.out_channels must be set (16 for every released model)")
+        if cfg.use_learned_positional_embeddings and not cfg.use_rotary_positional_embeddings:
+            raise ValueError(
+                "learned positional embeddings are only supported together with rotary embeddings"
+            )
+        self.config = cfg
+        dim = cfg.inner_dim
+        learned_len = None
+        if cfg.use_learned_positional_embeddings:
+            learned_len = cfg.max_text_seq_length + self._trained_patches()
+        self.patch_embed = PatchEmbed(
+            cfg.in_channels,
+            dim,
+            cfg.text_embed_dim,
+            cfg.patch_size,
+            cfg.patch_size_t,
+            cfg.patch_bias,
+            learned_len,
+        )
+        self.embedding_dropout = nn.Dropout(cfg.dropout)
+        self.time_embedding = TimestepMLP(dim, cfg.time_embed_dim, cfg.timestep_activation_fn)
+        self.ofs_embedding = None
+        if cfg.ofs_embed_dim:
+            self.ofs_embedding = TimestepMLP(cfg.ofs_embed_dim, cfg.ofs_embed_dim, cfg.timestep_activation_fn)
+        self.transformer_blocks = nn.ModuleList([CogVideoXBlock(cfg) for _ in range(cfg.num_layers)])
+        self.norm_final = nn.LayerNorm(dim, cfg.norm_eps, cfg.norm_elementwise_affine)
+        self.norm_out = FinalNorm(cfg.time_embed_dim, dim, cfg.norm_elementwise_affine, cfg.norm_eps)
+        self.proj_out = nn.Linear(dim, cfg.patch_size**2 * (cfg.patch_size_t or 1) * cfg.out_channels)
+        self.step_cache: StepCache | None = None
+        self._pos_cache: dict[tuple, object] = {}
+
+    # ----------------------------------------------------------------- geometry
+    def _trained_grid(self) -> tuple[int, int, int]:
+        """Token grid (T', H', W') of the training size (``sample_*`` of the config)."""
+        cfg = self.config
+        latent_frames = (cfg.sample_frames - 1) // cfg.temporal_compression_ratio + 1
+        return latent_frames, cfg.sample_height // cfg.patch_size, cfg.sample_width // cfg.patch_size
+
+    def _trained_patches(self) -> int:
+        t, h, w = self._trained_grid()
+        return t * h * w
+
+    def token_grid(self, x_shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
+        """Validate a latent shape ``[B, C, T, H, W]`` and return its token grid (T', H', W')."""
+        cfg = self.config
+        if len(x_shape) != 5:
+            raise ValueError(
+                f"expected a latent video [B, C, T, H, W], got shape {tuple(x_shape)}; "
+                "an image latent [B, C, H, W] needs a frame axis (unsqueeze(2))"
+            )
+        _, c, t, h, w = x_shape
+        if c != cfg.in_channels:
+            hint = (
+                "this is an image-to-video model: concatenate the image latent on channels"
+                if cfg.in_channels > c
+                else "this is a text-to-video model: do not concatenate an image latent"
+            )
+            raise ValueError(f"the model expects {cfg.in_channels} latent channels, got {c}; {hint}")
+        p, pt = cfg.patch_size, cfg.patch_size_t or 1
+        if h % p or w % p:
+            raise ValueError(
+                f"latent height/width must be multiples of the patch size {p}, got {h}x{w} "
+                f"(pixel size must be a multiple of {8 * p})"
+            )
+        if t % pt:
+            raise ValueError(
+                f"this model (CogVideoX 1.5) needs a latent frame count divisible by {pt}, got {t}; "
+                "pad the latent (e.g. prepend a copy of the first latent frame) and drop it after decoding"
+            )
+        return t // pt, h // p, w // p
+
+    def positions(self, grid: tuple[int, int, int], device: torch.device) -> torch.Tensor | None:
+        """Absolute positions added to the video tokens ``[N, D]`` float32, or None (RoPE-only)."""
+        cfg = self.config
+        if cfg.use_learned_positional_embeddings:
+            trained = self._trained_grid()
+            if grid[1:] != trained[1:] or grid[0] > trained[0]:
+                raise ValueError(
+                    f"this model has learned positional embeddings for a token grid of at most "
+                    f"{trained[0]} frames x {trained[1]} x {trained[2]} (latent {trained[1] * cfg.patch_size}"
+                    f"x{trained[2] * cfg.patch_size}, video {trained[2] * cfg.patch_size * 8}x"
+                    f"{trained[1] * cfg.patch_size * 8}), got {grid[0]} x {grid[1]} x {grid[2]}; "
+                    "generate at the trained resolution and at most the trained frame count"
+                )
+            # Shorter clips use the leading frames of the learned table (as the original SAT code).
+            n = grid[0] * grid[1] * grid[2]
+            table = self.patch_embed.pos_embedding[0, cfg.max_text_seq_length : cfg.max_text_seq_length + n]
+            return table.to(device=device, dtype=torch.float32)  # [N, D]
+        if cfg.use_rotary_positional_embeddings:
+            return None
+        key = ("sincos", grid, device)
+        if key not in self._pos_cache:
+            self._pos_cache[key] = sincos_positions_3d(
+                cfg.inner_dim,
+                *grid,
+                spatial_scale=cfg.spatial_interpolation_scale,
+                temporal_scale=cfg.temporal_interpolation_scale,
+                device=device,
+            )
+        return self._pos_cache[key]
+
+    def rotary(
+        self, grid: tuple[int, int, int], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """cos/sin tables ``[N, head_dim]`` for the grid, cached per grid and device."""
+        cfg = self.config
+        if not cfg.use_rotary_positional_embeddings:
+            return None
+        key = ("rope", grid, device)
+        if key not in self._pos_cache:
+            base_hw = (cfg.sample_height // cfg.patch_size, cfg.sample_width // cfg.patch_size)
+            self._pos_cache[key] = rotary_cos_sin(
+                cfg.attention_head_dim, *grid, base_hw, slice_grid=cfg.patch_size_t is not None, device=device
+            )
+        return self._pos_cache[key]
+
+    # ------------------------------------------------------------------ stages
+    def _as_batch(self, value, batch: int, device: torch.device, what: str) -> torch.Tensor:
+        v = torch.as_tensor(value, device=device)
+        if v.ndim == 0:
+            v = v.expand(batch)
+        if v.ndim != 1 or v.shape[0] not in (1, batch):
+            raise ValueError(
+                f"{what} must be a scalar or a [B] tensor with B={batch}, got shape {tuple(v.shape)}"
+            )
+        return v.expand(batch)
+
+    def embed_time(self, timestep, batch: int, device: torch.device, ofs=None) -> torch.Tensor:
+        cfg = self.config
+        t = self._as_batch(timestep, batch, device, "timestep")
+        temb = self.time_embedding(timestep_features(t, cfg.inner_dim, cfg.flip_sin_to_cos, cfg.freq_shift))
+        if self.ofs_embedding is not None:
+            if ofs is None:
+                raise ValueError(
+                    "this model (CogVideoX 1.5 image-to-video) has an ofs embedding: pass ofs "
+                    "(the reference value is 2.0, Variant.ofs)"
+                )
+            o = self._as_batch(ofs, batch, device, "ofs")
+            feats = timestep_features(o, cfg.ofs_embed_dim, cfg.flip_sin_to_cos, cfg.freq_shift)
+            temb = temb + self.ofs_embedding(feats)
+        return temb  # [B, time_embed_dim] float32
+
+    def embed(self, x: torch.Tensor, timestep, context: torch.Tensor, ofs=None) -> Tokens:
+        cfg = self.config
+        grid = self.token_grid(x.shape)
+        if context.ndim != 3 or context.shape[-1] != cfg.text_embed_dim or context.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"expected text embeddings [B={x.shape[0]}, L, {cfg.text_embed_dim}], "
+                f"got {tuple(context.shape)}; "
+                f"this model uses a {cfg.text_embed_dim}-wide text encoder (T5-XXL for released models)"
+            )
+        if cfg.use_learned_positional_embeddings and context.shape[1] != cfg.max_text_seq_length:
+            raise ValueError(
+                f"this model has learned positions for exactly {cfg.max_text_seq_length} text tokens, "
+                f"got {context.shape[1]}; pad the prompt embeddings to {cfg.max_text_seq_length} tokens"
+            )
+        temb = self.embed_time(timestep, x.shape[0], x.device, ofs)
+        video = self.patch_embed.embed_video(x).float()  # [B, N, D]
+        text = self.patch_embed.embed_text(context).float()  # [B, L, D]
+        pos = self.positions(grid, x.device)
+        if pos is not None:
+            video = video + pos[None]
+            if cfg.use_learned_positional_embeddings:
+                text = text + self.patch_embed.pos_embedding[:, : cfg.max_text_seq_length].float()
+        video = self.embedding_dropout(video)
+        text = self.embedding_dropout(text)
+        return Tokens(video=video, text=text, temb=temb, rope=self.rotary(grid, x.device), grid=grid)
+
+    def block_forward(
+        self,
+        index: int,
+        video: torch.Tensor,
+        text: torch.Tensor,
+        temb: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run block ``index`` on the device that holds its weights; outputs stay there."""
+        block = self.transformer_blocks[index]
+        dev = block.norm1.linear.weight.device
+        if video.device != dev:
+            video, text, temb = video.to(dev), text.to(dev), temb.to(dev)
+            rope = None if rope is None else (rope[0].to(dev), rope[1].to(dev))
+        return block(video, text, temb, rope)
+
+    def first_block_modulated_input(self, tokens: Tokens) -> torch.Tensor:
+        """Timestep-modulated video tokens of block 0 ``[B, N, D]`` float32 (for step caches)."""
+        return self.transformer_blocks[0].modulated_input(tokens.video, tokens.text, tokens.temb)
+
+    def run_all_blocks(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
+        video, text = tokens.video, tokens.text
+        for i in range(len(self.transformer_blocks)):
+            video, text = self.block_forward(i, video, text, tokens.temb, tokens.rope)
+        return video, text
+
+    def run_blocks(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.step_cache is not None:
+            return self.step_cache(self, tokens)
+        return self.run_all_blocks(tokens)
+
+    def final(self, video: torch.Tensor, temb: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        cfg = self.config
+        dev = self.proj_out.weight.device
+        video, temb = video.to(dev), temb.to(dev)
+        h = _layer_norm_fp32(self.norm_final, video)
+        h = self.norm_out(h, temb)
+        h = self.proj_out(h.to(self.proj_out.weight.dtype))  # [B, N, C*pt*p*p]
+        p, pt = cfg.patch_size, cfg.patch_size_t or 1
+        t, gh, gw = grid
+        return rearrange(
+            h, "b (t h w) (c pt ph pw) -> b c (t pt) (h ph) (w pw)", t=t, h=gh, w=gw, pt=pt, ph=p, pw=p
+        )  # [B, C_out, T, H, W]
+
+    def forward(self, x: torch.Tensor, timestep, context: torch.Tensor, ofs=None) -> torch.Tensor:
+        """Predict v for ``x[B, C, T, H, W]`` -> ``[B, out_channels, T, H, W]``.
+
+        ``timestep`` is a scalar or ``[B]`` (int or float), ``context`` is ``[B, L, text_embed_dim]``,
+        ``ofs`` is required by 1.5 image-to-video models (2.0). The output has the dtype of
+        ``proj_out`` (the model dtype).
+        """
+        tokens = self.embed(x, timestep, context, ofs)
+        video, _ = self.run_blocks(tokens)
+        return self.final(video, tokens.temb, tokens.grid)
