@@ -1,0 +1,104 @@
+"""Frames at the boundary: ComfyUI IMAGE batches <-> VAE pixel videos, resizing, size rules."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+# The 3D causal VAE compresses time 4x (the first frame alone) and space 8x; the
+# transformer patchifies 2x2, so pixel sizes are multiples of 16 and frames are 4k+1.
+TEMPORAL_COMPRESSION = 4
+SPATIAL_COMPRESSION = 8
+SIZE_MULTIPLE = 16
+MAX_SIDE = 8192
+MAX_FRAMES = 1025
+
+
+def latent_frames(frames: int) -> int:
+    """Latent frames for a pixel frame count of 4k+1."""
+    return (frames - 1) // TEMPORAL_COMPRESSION + 1
+
+
+def pixel_frames(latent_frames: int) -> int:
+    return (latent_frames - 1) * TEMPORAL_COMPRESSION + 1
+
+
+def nearest_valid_frames(frames: int) -> int:
+    return max(1, round((frames - 1) / TEMPORAL_COMPRESSION) * TEMPORAL_COMPRESSION + 1)
+
+
+def video_size_problems(width: int, height: int, frames: int | None = None) -> list[str]:
+    """Everything wrong with a requested video size, each with its fix (empty when valid)."""
+    problems = []
+    for name, value in (("width", width), ("height", height)):
+        if value <= 0:
+            problems.append(f"{name}={value} must be positive; use a multiple of {SIZE_MULTIPLE} such as 480")
+        elif value > MAX_SIDE:
+            problems.append(f"{name}={value} is larger than {MAX_SIDE}; use at most {MAX_SIDE}")
+        elif value % SIZE_MULTIPLE:
+            lo = value // SIZE_MULTIPLE * SIZE_MULTIPLE
+            fix = f"{lo} or {lo + SIZE_MULTIPLE}" if lo else f"{SIZE_MULTIPLE}"
+            problems.append(f"{name}={value} is not a multiple of {SIZE_MULTIPLE}; use {fix}")
+    if frames is not None:
+        if frames <= 0:
+            problems.append(f"frames={frames} must be positive; use 4k+1 frames such as 49")
+        elif frames > MAX_FRAMES:
+            problems.append(f"frames={frames} is more than {MAX_FRAMES}; use at most {MAX_FRAMES}")
+        elif (frames - 1) % TEMPORAL_COMPRESSION:
+            lo = (frames - 1) // TEMPORAL_COMPRESSION * TEMPORAL_COMPRESSION + 1
+            problems.append(
+                f"frames={frames} is not 4k+1 (the VAE compresses time 4x after the first frame); "
+                f"use {lo} or {lo + TEMPORAL_COMPRESSION}"
+            )
+    return problems
+
+
+def images_to_video(images: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE ``[F, H, W, C]`` in 0..1 -> one VAE pixel video ``[1, 3, F, H, W]`` in -1..1."""
+    if images.ndim != 4:
+        raise ValueError(f"expected an IMAGE batch [frames, height, width, channels], got shape {tuple(images.shape)}")
+    images = images[..., :3]  # drop alpha
+    video = rearrange(images, "f h w c -> 1 c f h w")  # [1, 3, F, H, W]
+    return video * 2.0 - 1.0
+
+
+def video_to_images(video: torch.Tensor) -> torch.Tensor:
+    """VAE pixel videos ``[B, 3, F, H, W]`` in -1..1 -> ComfyUI IMAGE ``[B*F, H, W, 3]`` in 0..1."""
+    images = rearrange(video, "b c f h w -> (b f) h w c")  # [B*F, H, W, 3]
+    return ((images.float() + 1.0) * 0.5).clamp_(0.0, 1.0)
+
+
+def fit_images(images: torch.Tensor, width: int, height: int, mode: str = "crop") -> torch.Tensor:
+    """Resize an IMAGE batch ``[N, H, W, C]`` to ``[N, height, width, C]``.
+
+    ``crop`` scales to cover and cuts the centre, ``pad`` scales to fit and pads with
+    black (letterbox), ``stretch`` ignores the aspect ratio.
+    """
+    n, h, w, c = images.shape
+    if (h, w) == (height, width):
+        return images
+    x = rearrange(images, "n h w c -> n c h w")  # [N, C, H, W]
+    if mode == "stretch":
+        x = _resize(x, height, width)
+    elif mode in ("crop", "pad"):
+        scale = max(height / h, width / w) if mode == "crop" else min(height / h, width / w)
+        rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
+        x = _resize(x, rh, rw)
+        if mode == "crop":
+            top, left = (rh - height) // 2, (rw - width) // 2
+            x = x[:, :, top : top + height, left : left + width]
+        else:
+            out = x.new_zeros(n, c, height, width)
+            top, left = (height - rh) // 2, (width - rw) // 2
+            out[:, :, top : top + rh, left : left + rw] = x
+            x = out
+    else:
+        raise ValueError(f"unknown resize mode {mode!r}; use 'crop', 'pad' or 'stretch'")
+    return rearrange(x, "n c h w -> n h w c").contiguous()  # [N, height, width, C]
+
+
+def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    shrinking = height < x.shape[-2] or width < x.shape[-1]
+    out = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=shrinking)
+    return out.clamp_(0.0, 1.0)

@@ -1,0 +1,202 @@
+"""Loader nodes: the transformer, the VAE and a T5 encoder, from ComfyUI's model folders."""
+
+from __future__ import annotations
+
+import logging
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.sd
+import comfy.sd1_clip
+import comfy.text_encoders.sd3_clip
+import comfy.text_encoders.t5
+import folder_paths
+
+from ..cogvideox import loading
+from ..cogvideox.text import read_t5
+from .common import (
+    CATEGORY,
+    DTYPES,
+    MODEL_TYPE,
+    VAE_TYPE,
+    CogVideoXModel,
+    CogVideoXNodeError,
+    CogVideoXVAE,
+    model_choices,
+    resolve_model_path,
+    torch_dtype,
+)
+
+log = logging.getLogger(__name__)
+
+
+class CogVideoXModelLoader:
+    DISPLAY_NAME = "CogVideoX Model Loader"
+    DESCRIPTION = (
+        "Loads a CogVideoX transformer (2B, 5B, 5B-I2V, 1.5-5B T2V/I2V) from a single .safetensors file in "
+        "models/diffusion_models or a diffusers folder (models/diffusers/<name>/transformer or "
+        "models/CogVideo/<name>/transformer). The variant is detected from the weights. The model joins "
+        "ComfyUI's memory manager, so it is offloaded when other models need the device."
+    )
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "execute"
+    RETURN_TYPES = (MODEL_TYPE, "STRING")
+    RETURN_NAMES = ("model", "variant")
+    OUTPUT_TOOLTIPS = ("The CogVideoX transformer, for CogVideoX Sampler.", "The detected variant, e.g. 5b-i2v.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model_name": (
+                    model_choices("diffusion_models", "transformer"),
+                    {"tooltip": "The transformer weights: a file in models/diffusion_models or a diffusers folder."},
+                ),
+                "weight_dtype": (
+                    list(DTYPES),
+                    {
+                        "default": "auto",
+                        "tooltip": "Precision of the weights. auto: bf16 on GPUs that support it, else fp16; "
+                        "fp32 on the CPU. Use bf16 if fp16 gives black or NaN frames.",
+                    },
+                ),
+            }
+        }
+
+    def execute(self, model_name, weight_dtype):
+        path = resolve_model_path(self.DISPLAY_NAME, "diffusion_models", model_name)
+        load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
+        dtype = torch_dtype(weight_dtype, load_device)
+        try:
+            model, variant = loading.load_transformer(path, dtype=dtype, device=offload_device)
+        except loading.CogVideoXLoadError as e:
+            raise CogVideoXNodeError(self.DISPLAY_NAME, f"cannot load {model_name!r}: {e}") from e
+        patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+        log.info("CogVideoX: loaded %s as variant %s (%s)", model_name, variant.name, dtype)
+        return (CogVideoXModel(patcher, variant, source=model_name), variant.name)
+
+
+class CogVideoXVAELoader:
+    DISPLAY_NAME = "CogVideoX VAE Loader"
+    DESCRIPTION = (
+        "Loads the CogVideoX 3D causal VAE from a .safetensors file in models/vae or a diffusers folder's vae/. "
+        "The same VAE serves every CogVideoX variant; the latent scale follows the model."
+    )
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "execute"
+    RETURN_TYPES = (VAE_TYPE,)
+    RETURN_NAMES = ("vae",)
+    OUTPUT_TOOLTIPS = ("The CogVideoX VAE, for the encode, decode and image-to-video nodes.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae_name": (
+                    model_choices("vae", "vae"),
+                    {"tooltip": "The VAE weights: a file in models/vae or a diffusers folder's vae/."},
+                ),
+                "weight_dtype": (
+                    list(DTYPES),
+                    {"default": "auto", "tooltip": "Precision of the VAE weights (auto: bf16 on GPU, fp32 on CPU)."},
+                ),
+            }
+        }
+
+    def execute(self, vae_name, weight_dtype):
+        path = resolve_model_path(self.DISPLAY_NAME, "vae", vae_name)
+        load_device, offload_device = mm.vae_device(), mm.vae_offload_device()
+        dtype = torch_dtype(weight_dtype, load_device)
+        try:
+            vae, rgb_projection = loading.load_vae(path, dtype=dtype, device=offload_device), None
+        except loading.CogVideoXLoadError as e:
+            raise CogVideoXNodeError(self.DISPLAY_NAME, f"cannot load {vae_name!r}: {e}") from e
+        patcher = comfy.model_patcher.ModelPatcher(vae, load_device=load_device, offload_device=offload_device)
+        return (CogVideoXVAE(patcher, source=vae_name, rgb_projection=rgb_projection),)
+
+
+def _t5_clip_target(config: dict):
+    """A core CLIP target for a T5 encoder of any size, tokenised like T5-XXL."""
+
+    class T5Encoder(comfy.sd1_clip.SDClipModel):
+        def __init__(self, device="cpu", layer="last", layer_idx=None, dtype=None, model_options=None):
+            super().__init__(
+                device=device,
+                layer=layer,
+                layer_idx=layer_idx,
+                textmodel_json_config=dict(config),
+                dtype=dtype,
+                special_tokens={"end": 1, "pad": 0},
+                model_class=comfy.text_encoders.t5.T5,
+                enable_attention_masks=False,
+                return_attention_masks=False,
+                model_options={**(model_options or {}), "model_name": "t5xxl"},
+            )
+
+    class T5Model(comfy.sd1_clip.SD1ClipModel):
+        def __init__(self, device="cpu", dtype=None, model_options=None):
+            super().__init__(
+                device=device, dtype=dtype, name="t5xxl", clip_model=T5Encoder, model_options=model_options or {}
+            )
+
+    class T5Tokenizer(comfy.sd1_clip.SD1Tokenizer):
+        def __init__(self, embedding_directory=None, tokenizer_data=None):
+            super().__init__(
+                embedding_directory=embedding_directory,
+                tokenizer_data=tokenizer_data or {},
+                clip_name="t5xxl",
+                tokenizer=comfy.text_encoders.sd3_clip.T5XXLTokenizer,
+            )
+
+    target = type("CogVideoXT5Target", (), {})()
+    target.params, target.clip, target.tokenizer = {}, T5Model, T5Tokenizer
+    return target
+
+
+class CogVideoXT5Loader:
+    DISPLAY_NAME = "CogVideoX T5 Loader"
+    DESCRIPTION = (
+        "Loads a T5 encoder of any size as a CLIP for CogVideoX Text Encode: a diffusers pipeline's "
+        "text_encoder/ folder, T5-XXL from models/text_encoders, or the small encoder of the shipped tiny "
+        "model. T5-XXL files also load with core Load CLIP (type sd3)."
+    )
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "execute"
+    RETURN_TYPES = ("CLIP",)
+    RETURN_NAMES = ("clip",)
+    OUTPUT_TOOLTIPS = ("A core CLIP holding the T5 encoder and the T5 tokenizer that ComfyUI ships.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "t5_name": (
+                    model_choices("text_encoders", "text_encoder"),
+                    {"tooltip": "T5 encoder weights: a file in models/text_encoders or a diffusers text_encoder/."},
+                ),
+                "weight_dtype": (
+                    list(DTYPES),
+                    {"default": "auto", "tooltip": "Precision of the encoder (auto: ComfyUI's text-encoder choice)."},
+                ),
+            }
+        }
+
+    def execute(self, t5_name, weight_dtype):
+        path = resolve_model_path(self.DISPLAY_NAME, "text_encoders", t5_name)
+        try:
+            state_dict, config = read_t5(path)
+        except ValueError as e:
+            raise CogVideoXNodeError(self.DISPLAY_NAME, f"cannot load {t5_name!r}: {e}") from e
+        options = {} if DTYPES[weight_dtype] is None else {"dtype": torch_dtype(weight_dtype, mm.get_torch_device())}
+        parameters = sum(t.numel() for t in state_dict.values())
+        clip = comfy.sd.CLIP(
+            _t5_clip_target(config),
+            embedding_directory=folder_paths.get_folder_paths("embeddings"),
+            parameters=parameters,
+            model_options=options,
+        )
+        missing, unexpected = clip.load_sd(state_dict)
+        missing = [k for k in missing if not k.endswith("relative_attention_bias.weight") or ".0." in k]
+        if missing:
+            raise CogVideoXNodeError(self.DISPLAY_NAME, f"{t5_name!r} lacks T5 weights, e.g. {missing[:3]}")
+        return (clip,)

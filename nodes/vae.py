@@ -1,0 +1,145 @@
+"""VAE nodes: frame-batched, tiled encode and decode with an automatic tile size and an
+out-of-memory retry."""
+
+from __future__ import annotations
+
+import logging
+
+import comfy.model_management as mm
+import torch
+
+from ..cogvideox import frames as fr
+from ..cogvideox import vae_tiling
+from .common import CATEGORY, VAE_TYPE, CogVideoXNodeError
+
+log = logging.getLogger(__name__)
+
+TILING = ["auto", "off", "on"]
+TILING_TOOLTIP = (
+    "auto: tile only when the untiled pass would not fit in free memory (and retry tiled after an "
+    "out-of-memory error); off: never tile; on: always tile with tile_size."
+)
+
+
+def _tile_inputs() -> dict:
+    return {
+        "tiling": (TILING, {"default": "auto", "tooltip": TILING_TOOLTIP}),
+        "tile_size": (
+            "INT",
+            {
+                "default": 256,
+                "min": 64,
+                "max": 2048,
+                "step": 32,
+                "tooltip": "Tile side in pixels when tiling (overlaps are blended). Smaller uses less memory.",
+            },
+        ),
+    }
+
+
+def _vae_on_device(vae, pixels_or_latent_bytes: int):
+    """Loads the VAE through ComfyUI's memory manager; returns (module, device, dtype)."""
+    mm.load_models_gpu([vae.patcher], memory_required=pixels_or_latent_bytes)
+    module = vae.patcher.model
+    param = next(module.parameters())
+    return module, vae.patcher.load_device, param.dtype
+
+
+def _run_tiled(node: str, mode: str, tile_size: int, shape, run, what: str):
+    """Runs ``run(tile)`` untiled or tiled as ``mode`` says; retries tiled on out-of-memory."""
+    tile = None
+    if mode == "on":
+        tile = vae_tiling.TileSpec.square(tile_size)
+    elif mode == "auto":
+        tile = vae_tiling.auto_tile(shape, mm.get_free_memory(mm.vae_device()), tile_size)
+    try:
+        return run(tile)
+    except mm.OOM_EXCEPTION:
+        if tile is not None and mode == "on":
+            raise
+        mm.soft_empty_cache(True)
+        log.warning("%s: out of memory during VAE %s; retrying tiled with %dpx tiles", node, what, tile_size)
+        return run(vae_tiling.TileSpec.square(tile_size))
+
+
+def encode_video(node: str, vae, pixels: torch.Tensor, tiling: str = "auto", tile_size: int = 256) -> torch.Tensor:
+    """Pixels ``[B, 3, F, H, W]`` in -1..1 -> raw latent ``[B, 16, T, h, w]`` on the intermediate device."""
+    problems = fr.video_size_problems(pixels.shape[-1], pixels.shape[-2], pixels.shape[2])
+    if problems:
+        raise CogVideoXNodeError(node, "; ".join(problems))
+    module, device, dtype = _vae_on_device(vae, pixels.numel() * 4 * 64)
+
+    def run(tile):
+        with torch.inference_mode():
+            return module.encode(pixels.to(device, dtype), tile=tile)
+
+    latent = _run_tiled(node, tiling, tile_size, tuple(pixels.shape), run, "encode")
+    return latent.to(mm.intermediate_device(), torch.float32)
+
+
+def decode_latent(node: str, vae, latent: torch.Tensor, tiling: str = "auto", tile_size: int = 256) -> torch.Tensor:
+    """Raw latent ``[B, 16, T, h, w]`` -> pixels ``[B, 3, F, H, W]`` in -1..1 (float32, CPU)."""
+    if latent.ndim != 5 or latent.shape[1] != 16:
+        raise CogVideoXNodeError(
+            node,
+            f"expected a CogVideoX video LATENT [batch, 16, frames, height, width], got {tuple(latent.shape)}. "
+            "Feed the output of CogVideoX Sampler or CogVideoX Empty Latent.",
+        )
+    b, _, t, h, w = latent.shape
+    module, device, dtype = _vae_on_device(vae, b * 3 * fr.pixel_frames(t) * h * w * 64 * 4 * 64)
+
+    def run(tile):
+        with torch.inference_mode():
+            return module.decode(latent.to(device, dtype), tile=tile)
+
+    shape = (b, 3, fr.pixel_frames(t), h * fr.SPATIAL_COMPRESSION, w * fr.SPATIAL_COMPRESSION)
+    return _run_tiled(node, tiling, tile_size, shape, run, "decode").to("cpu", torch.float32)
+
+
+class CogVideoXVAEDecode:
+    DISPLAY_NAME = "CogVideoX VAE Decode"
+    DESCRIPTION = (
+        "Decodes a CogVideoX video latent to IMAGE frames that any image node accepts. Frame-batched with the "
+        "causal cache; tiled automatically when memory is short, with a tiled retry after out-of-memory."
+    )
+    CATEGORY = f"{CATEGORY}/latent"
+    FUNCTION = "execute"
+    RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("The frames, [batch*frames, H, W, 3] in 0..1.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": (VAE_TYPE, {"tooltip": "The CogVideoX VAE."}),
+                "samples": ("LATENT", {"tooltip": "The video latent from CogVideoX Sampler."}),
+                **_tile_inputs(),
+            }
+        }
+
+    def execute(self, vae, samples, tiling, tile_size):
+        video = decode_latent(self.DISPLAY_NAME, vae, samples["samples"], tiling, tile_size)
+        return (fr.video_to_images(video),)
+
+
+class CogVideoXVAEEncode:
+    DISPLAY_NAME = "CogVideoX VAE Encode"
+    DESCRIPTION = "Encodes IMAGE frames (4k+1 of them, sizes a multiple of 16) to a CogVideoX video LATENT."
+    CATEGORY = f"{CATEGORY}/latent"
+    FUNCTION = "execute"
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The raw video latent [1, 16, T, H/8, W/8].",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": (VAE_TYPE, {"tooltip": "The CogVideoX VAE."}),
+                "images": ("IMAGE", {"tooltip": "Video frames: 4k+1 of them, width and height multiples of 16."}),
+                **_tile_inputs(),
+            }
+        }
+
+    def execute(self, vae, images, tiling, tile_size):
+        latent = encode_video(self.DISPLAY_NAME, vae, fr.images_to_video(images), tiling, tile_size)
+        return ({"samples": latent},)
