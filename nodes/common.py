@@ -22,6 +22,13 @@ if COGVIDEO_FOLDER not in folder_paths.folder_names_and_paths:
     folder_paths.add_model_folder_path(COGVIDEO_FOLDER, os.path.join(folder_paths.models_dir, COGVIDEO_FOLDER))
 DIFFUSERS_ROOTS = ("diffusers", COGVIDEO_FOLDER)
 
+# The tiny model shipped in the repo (tiny/<folder>/) shows up in the loaders' lists, so the
+# shipped workflows run right after installing the pack, with no download.
+TINY_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tiny")
+for _folder in ("diffusion_models", "vae", "text_encoders"):
+    if os.path.isdir(os.path.join(TINY_DIR, _folder)):
+        folder_paths.add_model_folder_path(_folder, os.path.join(TINY_DIR, _folder), is_default=False)
+
 
 class CogVideoXNodeError(ValueError):
     """An error that names the node, what was wrong and the fix."""
