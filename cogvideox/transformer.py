@@ -57,9 +57,7 @@ class AdaNormZero(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=affine)
 
     def forward(self, video: torch.Tensor, text: torch.Tensor, temb: torch.Tensor):
-        mod = F.linear(
-            self.silu(temb.float()), self.linear.weight.float(), self.linear.bias.float()
-        )  # [B, 6D]
+        mod = F.linear(self.silu(temb.float()), self.linear.weight.float(), self.linear.bias.float())  # [B, 6D]
         mod = mod[:, None, :]  # [B, 1, 6D]
         shift, scale, gate, t_shift, t_scale, t_gate = mod.chunk(6, dim=-1)
         video = _layer_norm_fp32(self.norm, video) * (1 + scale) + shift
@@ -111,9 +109,7 @@ class FinalNorm(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=affine)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        mod = F.linear(
-            self.silu(temb.float()), self.linear.weight.float(), self.linear.bias.float()
-        )  # [B, 2D]
+        mod = F.linear(self.silu(temb.float()), self.linear.weight.float(), self.linear.bias.float())  # [B, 2D]
         shift, scale = mod[:, None, :].chunk(2, dim=-1)  # [B, 1, D] each
         return _layer_norm_fp32(self.norm, x) * (1 + scale) + shift
 
@@ -125,8 +121,11 @@ class CogVideoXTransformer(nn.Module):
         if cfg.out_channels is None:
             raise ValueError("TransformerConfig.out_channels must be set (16 for every released model)")
         if cfg.use_learned_positional_embeddings and not cfg.use_rotary_positional_embeddings:
+            raise ValueError("learned positional embeddings are only supported together with rotary embeddings")
+        if cfg.ofs_embed_dim and cfg.ofs_embed_dim != cfg.time_embed_dim:
             raise ValueError(
-                "learned positional embeddings are only supported together with rotary embeddings"
+                f"ofs_embed_dim ({cfg.ofs_embed_dim}) must equal time_embed_dim ({cfg.time_embed_dim}): "
+                "the ofs embedding is added to the timestep embedding"
             )
         self.config = cfg
         dim = cfg.inner_dim
@@ -224,9 +223,7 @@ class CogVideoXTransformer(nn.Module):
             )
         return self._pos_cache[key]
 
-    def rotary(
-        self, grid: tuple[int, int, int], device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def rotary(self, grid: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
         """cos/sin tables ``[N, head_dim]`` for the grid, cached per grid and device."""
         cfg = self.config
         if not cfg.use_rotary_positional_embeddings:
@@ -245,9 +242,7 @@ class CogVideoXTransformer(nn.Module):
         if v.ndim == 0:
             v = v.expand(batch)
         if v.ndim != 1 or v.shape[0] not in (1, batch):
-            raise ValueError(
-                f"{what} must be a scalar or a [B] tensor with B={batch}, got shape {tuple(v.shape)}"
-            )
+            raise ValueError(f"{what} must be a scalar or a [B] tensor with B={batch}, got shape {tuple(v.shape)}")
         return v.expand(batch)
 
     def embed_time(self, timestep, batch: int, device: torch.device, ofs=None) -> torch.Tensor:

@@ -153,6 +153,8 @@ def test_input_errors(tiny_transformer_configs, randomize):
         t2v(torch.zeros(1, 16, 3, 7, 12), 1, ctx)
     with pytest.raises(ValueError, match="16-wide text encoder"):
         t2v(torch.zeros(1, 16, 3, 8, 12), 1, torch.zeros(1, 7, 8))
+    with pytest.raises(ValueError, match="ofs_embed_dim \\(8\\) must equal time_embed_dim \\(24\\)"):
+        CogVideoXTransformer(cfgs["1.5-5b-i2v"].replace(ofs_embed_dim=8))
 
 
 def test_step_cache_hook_and_modulated_input(tiny_transformer_configs, randomize):
