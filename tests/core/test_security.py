@@ -53,7 +53,7 @@ def test_source_uses_no_network_subprocess_eval_or_pickle(path):
         if isinstance(node, ast.Call):
             func = node.func
             name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-            builtin = isinstance(func, ast.Name) or getattr(func.value, "id", "") == "builtins"
+            builtin = isinstance(func, ast.Name) or getattr(getattr(func, "value", None), "id", "") == "builtins"
             if name in FORBIDDEN_CALLS and builtin:  # model.eval() and torch.compile() are fine
                 bad.append(f"line {node.lineno}: call {name}()")
             if name == "load" and isinstance(func, ast.Attribute) and getattr(func.value, "id", "") == "torch":
