@@ -164,9 +164,14 @@ def _read_tensors(files: Sequence[Path], dtype: torch.dtype | None, device) -> d
     return out
 
 
-def save_safetensors(model: nn.Module, path: str | Path, config=None) -> None:
-    """Write ``model.state_dict()`` to one file, with ``config`` (a dataclass) as JSON metadata."""
-    metadata = {}
+def save_safetensors(
+    model: nn.Module, path: str | Path, config=None, extra: Mapping[str, object] | None = None
+) -> None:
+    """Write ``model.state_dict()`` to one file, with ``config`` (a dataclass) as JSON metadata.
+
+    ``extra`` entries are stored as JSON too (e.g. ``{"variant": {...}}`` for non-released models).
+    """
+    metadata = {k: json.dumps(v) for k, v in (extra or {}).items()}
     config = config if config is not None else getattr(model, "config", None)
     if config is not None:
         data = config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
@@ -379,7 +384,26 @@ def load_transformer(
     with torch.device("meta"):
         model = CogVideoXTransformer(config)
     model = _fill(model, state, "CogVideoX transformer", path)
-    return model, match_variant(config)
+    return model, _with_variant_metadata(match_variant(config), files)
+
+
+_VARIANT_FIELDS = {f.name for f in dataclasses.fields(Variant)} - {"transformer", "extra"}
+
+
+def _with_variant_metadata(variant: Variant, files: Sequence[Path]) -> Variant:
+    """Apply a single file's ``__metadata__["variant"]`` (name, latent scale, solver, ...).
+
+    Models that are not released variants (our tiny model) carry what the weights cannot
+    tell: the latent scaling factor their VAE was trained with, the reference solver, fps.
+    """
+    raw = read_metadata(files[0]).get("variant") if len(files) == 1 else None
+    if not raw:
+        return variant
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise CogVideoXLoadError(f"the variant metadata of {files[0]} is not valid JSON ({err})") from err
+    return dataclasses.replace(variant, **{k: v for k, v in data.items() if k in _VARIANT_FIELDS})
 
 
 def load_vae(

@@ -244,3 +244,16 @@ def test_load_vae_sharded_and_single(tmp_path, randomize):
     again = load_vae(single)
     assert again.config == VAEConfig.from_dict(dict(ref.config))
     assert all(torch.equal(v, sd[k]) for k, v in again.state_dict().items())
+
+
+def test_variant_metadata_overrides_the_released_defaults(reference, tmp_path):
+    """A non-released model (the shipped tiny one) carries its latent scale and solver in metadata."""
+    cfg, ref = reference("5b")
+    path = tmp_path / "tiny.safetensors"
+    extra = {"variant": {"name": "tiny-t2v", "scaling_factor": 1.7, "scheduler": "ddim", "fps": 12, "bogus": 1}}
+    loading.save_safetensors(ref, path, cfg, extra=extra)
+    _, variant = load_transformer(path)
+    assert (variant.name, variant.scaling_factor, variant.scheduler, variant.fps) == ("tiny-t2v", 1.7, "ddim", 12)
+    assert variant.transformer == cfg
+    plain = loading.match_variant(cfg)
+    assert plain.scaling_factor == VARIANTS["5b"].scaling_factor
