@@ -1,0 +1,1 @@
+"""Shared test tooling: a real ComfyUI host, its HTTP client and a headless browser."""
