@@ -103,7 +103,7 @@ class Denoiser:
                 "load the transformer in bfloat16 (or float32)"
             )
         a = self.schedule.alpha(i)
-        return a.sqrt() * x - (1 - a).sqrt() * v
+        return float(a.sqrt()) * x - float((1 - a).sqrt()) * v
 
 
 def _pad_front(x: torch.Tensor, pad: int) -> torch.Tensor:

@@ -12,7 +12,8 @@ Every solver is ``solver(model, x, schedule, *, noise_sampler=None, callback=Non
 - ``callback(i, x, x0)``: after step ``i`` with the new ``x`` and that step's ``x0``; whatever it
   raises propagates (interrupts).
 
-The state is kept in VP space (``x = sqrt(a) x0 + sqrt(1 - a) eps``) and the step formulas
+Coefficients are computed in float64 and applied as Python floats (no float64 tensors reach
+the latent's device). The state is kept in VP space (``x = sqrt(a) x0 + sqrt(1 - a) eps``) and the step formulas
 are written with ``alpha = sqrt(a)`` and ``sigma = sqrt(1 - a)``, so the infinite VE sigma of a
 zero-terminal-SNR first step is its exact limit, not a clamp.
 """
@@ -69,7 +70,7 @@ def _half_log_snr(a: torch.Tensor) -> torch.Tensor:
 def _ddim_move(x: torch.Tensor, x0: torch.Tensor, a: torch.Tensor, a_next: torch.Tensor) -> torch.Tensor:
     """Deterministic DDIM / first-order ODE move from ``a`` to ``a_next`` given ``x0``."""
     ratio = ((1 - a_next) / (1 - a)).sqrt()
-    return ratio * x + (_sqrt(a_next) - _sqrt(a) * ratio) * x0
+    return float(ratio) * x + float(_sqrt(a_next) - _sqrt(a) * ratio) * x0
 
 
 def sample_ddim(
@@ -115,13 +116,13 @@ def sample_cogvideox_dpm(
         a, a_next = schedule.alpha(i), schedule.alpha_ref_prev(i)
         lam, lam_next = _half_log_snr(a), _half_log_snr(a_next)
         h = lam_next - lam
-        keep = ((1 - a_next) / (1 - a)).sqrt() * (-h).exp()
-        toward = -torch.expm1(-2 * h) * _sqrt(a_next)  # alpha_next * (1 - e^{-2h})
-        spread = (1 - a_next).sqrt() * (1 - (-2 * h).exp()).sqrt()
+        keep = float(((1 - a_next) / (1 - a)).sqrt() * (-h).exp())
+        toward = float(-torch.expm1(-2 * h) * _sqrt(a_next))  # alpha_next * (1 - e^{-2h})
+        spread = float((1 - a_next).sqrt() * (1 - (-2 * h).exp()).sqrt())
         x_next = keep * x + toward * x0 + spread * noise_sampler(x)
         if old_x0 is not None and not schedule.is_ref_last(i):
             h_last = lam - _half_log_snr(schedule.alpha(i - 1))
-            half_inv_r = 1 / (2 * (h_last / h))
+            half_inv_r = float(1 / (2 * (h_last / h)))
             x0_d = (1 + half_inv_r) * x0 - half_inv_r * old_x0
             x_next = keep * x + toward * x0_d + spread * noise_sampler(x)
         x, old_x0 = x_next, x0
@@ -179,10 +180,10 @@ def sample_dpmpp_2m(
             lam, lam_next = _half_log_snr(a), _half_log_snr(a_next)
             h = lam_next - lam
             h_last = lam - _half_log_snr(schedule.alpha(i - 1))
-            half_inv_r = h / (2 * h_last)
+            half_inv_r = float(h / (2 * h_last))
             x0_d = (1 + half_inv_r) * x0 - half_inv_r * old_x0
-            ratio = ((1 - a_next) / (1 - a)).sqrt()
-            x_next = ratio * x - _sqrt(a_next) * torch.expm1(-h) * x0_d
+            ratio = float(((1 - a_next) / (1 - a)).sqrt())
+            x_next = ratio * x - float(_sqrt(a_next) * torch.expm1(-h)) * x0_d
         x, old_x0 = x_next, x0
         if callback is not None:
             callback(i, x, x0)
