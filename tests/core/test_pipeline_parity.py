@@ -1,8 +1,9 @@
 """Full sampling runs against the reference diffusers pipelines (the oracle).
 
-Tiny random transformers (every weight randomised), our ``CogVideoXTransformer`` loaded with the
-oracle's weights, the same noise / seed, embeddings and step count. Compared in the oracle's
-space: scaled latents ``[B, F, C, h, w]``.
+Tiny random transformers (every weight randomised), our ``CogVideoXTransformer`` (and our
+``CogVideoXVAE`` for the conditioning image / input video) loaded with the oracle's weights,
+the same noise / seed, embeddings and step count. Compared in the oracle's space: scaled
+latents ``[B, F, C, h, w]``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from diffusers import (
 )
 
 from cogvideox.conditioning import image_latent
-from cogvideox.configs import VARIANTS
+from cogvideox.configs import VARIANTS, VAEConfig
 from cogvideox.pipeline import sample
 from cogvideox.transformer import CogVideoXTransformer
+from cogvideox.vae import CogVideoXVAE
 
 torch.set_num_threads(1)
 
@@ -58,15 +60,11 @@ def models(tiny_transformer_configs, randomize):
     return out
 
 
-class _RefVAE:
-    """The oracle VAE behind our ``encode(x, *, sample, generator)`` signature."""
-
-    def __init__(self, vae):
-        self.vae = vae
-
-    def encode(self, x, *, sample=False, generator=None):
-        dist = self.vae.encode(x).latent_dist
-        return dist.sample(generator) if sample else dist.mode()
+def _our_vae(ref_vae) -> CogVideoXVAE:
+    """Our VAE carrying the oracle VAE's weights (encodes the conditioning / input video)."""
+    ours = CogVideoXVAE(VAEConfig.from_dict(dict(ref_vae.config))).eval()
+    ours.load_state_dict(ref_vae.state_dict(), strict=True)
+    return ours
 
 
 def _tiny_vae(variant):
@@ -198,7 +196,7 @@ def test_image_to_video_matches_reference(models, name, solver, dynamic, explici
     # the reference encodes with a posterior draw from the run's generator, then samples with it
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        cond = image_latent(_RefVAE(vae), (image * 2 - 1)[:, :, None], generator=generator)  # [B, 16, 1, h, w]
+        cond = image_latent(_our_vae(vae), (image * 2 - 1)[:, :, None], generator=generator)  # [B, 16, 1, h, w]
     got = sample(
         ours,
         variant,
@@ -254,7 +252,7 @@ def test_video_to_video_matches_reference(models, name, solver, strength):
     generator = torch.Generator().manual_seed(seed)
     pixels = video.permute(0, 2, 1, 3, 4) * 2 - 1  # [B, 3, F, H, W] in [-1, 1]
     with torch.no_grad():
-        latent = _RefVAE(vae).encode(pixels, sample=True, generator=generator)  # raw [B, 16, T, h, w]
+        latent = _our_vae(vae).encode(pixels, sample=True, generator=generator)  # raw [B, 16, T, h, w]
     steps_run = []
     got = sample(
         ours,
