@@ -42,6 +42,13 @@ def activation(name: str, x: torch.Tensor, inplace: bool = False) -> torch.Tenso
     raise ValueError(f"unsupported activation {name!r}")
 
 
+def set_stream_chunk_bytes(n: int) -> int:
+    """Set the streamed chunk budget in bytes (1 streams frame by frame); returns the old one."""
+    global STREAM_CHUNK_BYTES
+    old, STREAM_CHUNK_BYTES = STREAM_CHUNK_BYTES, int(n)
+    return old
+
+
 def _chunk_frames(bytes_per_frame: int) -> int:
     return max(1, STREAM_CHUNK_BYTES // max(bytes_per_frame, 1))
 
