@@ -138,7 +138,13 @@ class CogVideoXVAE(nn.Module):
         return 2 ** (len(self.config.block_out_channels) - 1)
 
     def _needs_grad(self, x: torch.Tensor) -> bool:
-        return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        """Autograd is kept for inputs that require grad, or a model in training mode.
+
+        Otherwise (an ``eval()`` model, or no grad mode) the lean no-grad path runs.
+        """
+        if not torch.is_grad_enabled():
+            return False
+        return x.requires_grad or (self.training and any(p.requires_grad for p in self.parameters()))
 
     def _grad_context(self, x: torch.Tensor):
         return contextlib.nullcontext() if self._needs_grad(x) else torch.no_grad()
@@ -248,6 +254,6 @@ class CogVideoXVAE(nn.Module):
         frame_batch: int | None = 8,
         decode_frame_batch: int | None = 2,
     ) -> torch.Tensor:
-        """Reconstruction (autograd-friendly). Use ``encode_moments`` for a KL term."""
+        """Reconstruction; keeps autograd in ``train()`` mode. Use ``encode_moments`` for a KL term."""
         z = self.encode(x, sample=sample_posterior, generator=generator, frame_batch=frame_batch)
         return self.decode(z, frame_batch=decode_frame_batch)

@@ -208,8 +208,13 @@ def test_training_forward_and_gradients(models):
     x = torch.randn(1, 3, 9, 16, 16, generator=gen(10))
     ref.zero_grad()
     ours.zero_grad()
-    expected = ref(x).sample
-    got = ours(x)
+    assert not ours(x).requires_grad  # an eval() model takes the lean no-grad path
+    ours.train()
+    try:
+        expected = ref(x).sample
+        got = ours(x)
+    finally:
+        ours.eval()
     assert got.requires_grad
     assert maxdiff(got, expected.detach()) <= TOL
     expected.square().mean().backward()
