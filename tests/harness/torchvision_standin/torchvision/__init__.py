@@ -9,6 +9,7 @@ use of torchvision raises ImportError, so nothing can silently depend on it. The
 never imports torchvision.
 """
 
+from torchvision import transforms  # noqa: F401 - the stand-in submodule, for `from torchvision import transforms`
 from torchvision._standin import unavailable
 
 IS_TEST_STANDIN = True
