@@ -33,7 +33,5 @@ def chromium() -> Iterator[object]:
 def comfy_page(chromium, comfy_host):
     """One frontend tab for the session; each test drops its workflow into a new workflow tab."""
     page = chromium.new_page()
-    page.console_messages_seen = []
-    page.on("pageerror", lambda exc: page.console_messages_seen.append(f"pageerror: {exc}"))
     ui.open_frontend(page, comfy_host.url)
     return page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -241,6 +242,7 @@ class ComfyHost:
                 cmd, cwd=self.comfy_dir, env=env, stdout=log_fh, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
+        atexit.register(self.stop)  # also when pytest is stopped without running fixture teardown
         client = ComfyClient(self.url, timeout=5)
         deadline = started + self.startup_timeout
         while True:
