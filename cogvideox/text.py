@@ -99,4 +99,6 @@ def read_t5(path: str) -> tuple[dict[str, torch.Tensor], dict]:
         d_model = (state_dict.get("shared.weight", state_dict.get("encoder.embed_tokens.weight"))).shape[1]
         if d_model != T5_XXL_CONFIG["d_model"]:
             raise ValueError(f"a T5 with d_model={d_model} needs its config.json (or metadata 'config') beside it")
+    if config.get("dense_act_fn") == "gelu_new":  # the same tanh-approximated GELU under its other name
+        config = {**config, "dense_act_fn": "gelu_pytorch_tanh"}
     return state_dict, config

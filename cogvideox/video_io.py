@@ -77,6 +77,7 @@ def write_video(
                     container.mux(packet)
             for packet in stream.encode():
                 container.mux(packet)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a saved video is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -37,29 +37,34 @@ def _tile_inputs() -> dict:
     }
 
 
-def _vae_on_device(vae, pixels_or_latent_bytes: int):
+def _vae_on_device(vae, memory_required: int):
     """Loads the VAE through ComfyUI's memory manager; returns (module, device, dtype)."""
-    mm.load_models_gpu([vae.patcher], memory_required=pixels_or_latent_bytes)
+    mm.load_models_gpu([vae.patcher], memory_required=memory_required)
     module = vae.patcher.model
-    param = next(module.parameters())
-    return module, vae.patcher.load_device, param.dtype
+    return module, vae.patcher.load_device, next(module.parameters()).dtype
 
 
-def _run_tiled(node: str, mode: str, tile_size: int, shape, run, what: str):
-    """Runs ``run(tile)`` untiled or tiled as ``mode`` says; retries tiled on out-of-memory."""
+def _square(tile_size: int) -> vae_tiling.TileConfig:
+    return vae_tiling.TileConfig(tile_size, tile_size)
+
+
+def _tiled(node: str, module, dtype, mode: str, tile_size: int, hw: tuple[int, int], run, what: str):
+    """``run(tile)`` untiled or tiled as ``mode`` says; after out-of-memory, retried tiled."""
     tile = None
     if mode == "on":
-        tile = vae_tiling.TileSpec.square(tile_size)
+        tile = _square(tile_size)
     elif mode == "auto":
-        tile = vae_tiling.auto_tile(shape, mm.get_free_memory(mm.vae_device()), tile_size)
+        budget = int(mm.get_free_memory(mm.vae_device()) * 0.8)
+        tile = vae_tiling.auto_tile(module.config, hw[0], hw[1], budget, dtype=dtype)
     try:
         return run(tile)
     except mm.OOM_EXCEPTION:
-        if tile is not None and mode == "on":
+        if mode == "off":
             raise
+        retry = tile_size if tile is None else max(64, min(tile.tile_sample_min_height, tile_size) // 2)
         mm.soft_empty_cache(True)
-        log.warning("%s: out of memory during VAE %s; retrying tiled with %dpx tiles", node, what, tile_size)
-        return run(vae_tiling.TileSpec.square(tile_size))
+        log.warning("%s: out of memory during VAE %s; retrying tiled with %dpx tiles", node, what, retry)
+        return run(_square(retry))
 
 
 def encode_video(node: str, vae, pixels: torch.Tensor, tiling: str = "auto", tile_size: int = 256) -> torch.Tensor:
@@ -73,7 +78,7 @@ def encode_video(node: str, vae, pixels: torch.Tensor, tiling: str = "auto", til
         with torch.inference_mode():
             return module.encode(pixels.to(device, dtype), tile=tile)
 
-    latent = _run_tiled(node, tiling, tile_size, tuple(pixels.shape), run, "encode")
+    latent = _tiled(node, module, dtype, tiling, tile_size, pixels.shape[-2:], run, "encode")
     return latent.to(mm.intermediate_device(), torch.float32)
 
 
@@ -86,14 +91,14 @@ def decode_latent(node: str, vae, latent: torch.Tensor, tiling: str = "auto", ti
             "Feed the output of CogVideoX Sampler or CogVideoX Empty Latent.",
         )
     b, _, t, h, w = latent.shape
-    module, device, dtype = _vae_on_device(vae, b * 3 * fr.pixel_frames(t) * h * w * 64 * 4 * 64)
+    hw = (h * fr.SPATIAL_COMPRESSION, w * fr.SPATIAL_COMPRESSION)
+    module, device, dtype = _vae_on_device(vae, b * fr.pixel_frames(t) * hw[0] * hw[1] * 3 * 64)
 
     def run(tile):
         with torch.inference_mode():
             return module.decode(latent.to(device, dtype), tile=tile)
 
-    shape = (b, 3, fr.pixel_frames(t), h * fr.SPATIAL_COMPRESSION, w * fr.SPATIAL_COMPRESSION)
-    return _run_tiled(node, tiling, tile_size, shape, run, "decode").to("cpu", torch.float32)
+    return _tiled(node, module, dtype, tiling, tile_size, hw, run, "decode").to("cpu", torch.float32)
 
 
 class CogVideoXVAEDecode:

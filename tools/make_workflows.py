@@ -40,6 +40,8 @@ SOURCE_VIDEO = "cogvideox_example_source.mp4"
 SIZE = dict(width=64, height=64)
 SAMPLING = dict(seed=42, steps=25, cfg=6.0, scheduler="auto", dynamic_cfg=False)
 
+# The tiny model ships in the repo under tiny/<folder>/; this is where it can be fetched from.
+MODEL_URL = "https://github.com/cogvideox-nodes/cogvideox-nodes/raw/main/tiny"
 # Where each model file goes in ComfyUI's models/ folder (for properties.models and the README).
 MODEL_FOLDERS = {T5: "text_encoders", T2V: "diffusion_models", I2V: "diffusion_models", VAE: "vae"}
 
@@ -86,7 +88,7 @@ WORKFLOWS: dict[str, dict] = {
         **_decode_save(["8", 0], "text_to_video"),
     },
     "image_to_video": {
-        **_text_nodes("a blue circle moving down"),
+        **_text_nodes("a blue square moving down"),
         "4": _n("CogVideoXModelLoader", model_name=I2V, weight_dtype="auto"),
         "11": _n("LoadImage", image=FIRST_FRAME),
         "12": _n("ImageScale", image=["11", 0], upscale_method="bilinear", **SIZE, crop="center"),
@@ -123,7 +125,7 @@ WORKFLOWS: dict[str, dict] = {
 }
 
 LAYOUT_JS = """
-(models) => {
+([models, MODEL_URL]) => {
   const graph = app.graph;
   const nodes = graph._nodes;
   const depth = new Map();
@@ -145,12 +147,17 @@ LAYOUT_JS = """
     const y = columns.get(d) ?? 60;
     node.pos = [40 + d * 400, y];
     columns.set(d, y + node.size[1] + 60);
+    for (const w of node.widgets || []) {
+      if (w.name === "control_after_generate") w.value = "fixed";  // shipped results are reproducible
+    }
     const widget = (node.widgets || []).find((w) => models[w.value]);
     if (widget) {
+      const directory = models[widget.value];
       node.properties = node.properties || {};
-      node.properties.models = [{ name: widget.value, directory: models[widget.value] }];
+      node.properties.models = [{ name: widget.value, url: `${MODEL_URL}/${directory}/${widget.value}`, directory }];
     }
   }
+  graph.extra = { ...(graph.extra || {}), ds: { scale: 0.75, offset: [20, 40] } };  // the whole graph in view
   graph.setDirtyCanvas(true, true);
 }
 """
@@ -159,8 +166,9 @@ LAYOUT_JS = """
 def _build(page, name: str, api: dict) -> tuple[dict, dict]:
     page.evaluate("([api, name]) => app.loadApiJson(api, name)", [api, name])
     page.wait_for_timeout(500)
-    page.evaluate(LAYOUT_JS, MODEL_FOLDERS)
-    ui = page.evaluate("() => app.graph.serialize()")
+    page.evaluate(LAYOUT_JS, [MODEL_FOLDERS, MODEL_URL])
+    # JSON round trip in the page: undefined fields are dropped as the frontend's own save does.
+    ui = page.evaluate("() => JSON.parse(JSON.stringify(app.graph.serialize()))")
     prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
     return ui, prompt
 
@@ -183,6 +191,25 @@ def _thumbnail(host: ComfyHost, api: dict, dest: Path) -> None:
     Image.fromarray((strip * 255).round().byte().numpy()).resize((strip.shape[1] * 2, strip.shape[0] * 2)).save(dest)
 
 
+def make_example_inputs(folder: Path) -> None:
+    """The example inputs the workflows load: a first frame and a short source video (64x64)."""
+    import torch
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT))
+    from cogvideox.video_io import write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = torch.full((64, 64, 3), 0.25)
+    frame[20:36, 8:24] = torch.tensor([0.15, 0.35, 0.95])  # a blue square, upper left
+    Image.fromarray((frame * 255).round().byte().numpy()).save(folder / FIRST_FRAME)
+    video = torch.full((17, 64, 64, 3), 0.25)
+    for i in range(17):  # a yellow square moving right
+        x = 6 + 2 * i
+        video[i, 24:40, x : x + 16] = torch.tensor([0.95, 0.85, 0.1])
+    write_video(str(folder / SOURCE_VIDEO), video, 8.0, crf=12)
+
+
 def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
@@ -191,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out, api_out, thumbs = ROOT / "workflows", ROOT / "workflows" / "api", ROOT / "workflows" / "thumbnails"
+    make_example_inputs(out / "inputs")
     api_out.mkdir(parents=True, exist_ok=True)
     thumbs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as base:
