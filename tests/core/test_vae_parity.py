@@ -10,6 +10,9 @@ import math
 
 import pytest
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from cogvideox.configs import VAEConfig
 from cogvideox.vae import CogVideoXVAE, TileConfig
@@ -248,3 +251,52 @@ def test_bfloat16_stays_close(models):
     assert got.dtype == torch.bfloat16
     rel = (got.float() - want).abs().max() / want.abs().max()
     assert rel < 0.05
+
+
+class _LiveTensorBytes(TorchDispatchMode):
+    """Peak bytes of live tensor storages (what a GPU caching allocator calls allocated)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self.current = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
+            self.current -= self.live.pop(key)[1]
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                if storage.data_ptr() not in self.live and storage.nbytes() > 0:
+                    self.live[storage.data_ptr()] = (StorageWeakRef(storage), storage.nbytes())
+                    self.current += storage.nbytes()
+        self.peak = max(self.peak, self.current)
+        return out
+
+
+def _peak_bytes(fn) -> int:
+    tracker = _LiveTensorBytes()
+    with torch.no_grad(), tracker:
+        fn()
+    return tracker.peak
+
+
+def test_decode_peak_memory_below_reference(models):
+    """Live-tensor peak: untiled <= 1.0x and tiled <= 0.5x the reference at the same tile size."""
+    ref, ours = models
+    z = torch.randn(1, 4, 5, 8, 12, generator=gen(14))
+    old = set_stream_chunk_bytes(4096)  # frame-by-frame streaming, as full-size frames stream
+    try:
+        ours_whole = _peak_bytes(lambda: ours.decode(z))
+        ours_tiled = _peak_bytes(lambda: ours.decode(z, tile=TileConfig(32, 48)))
+    finally:
+        set_stream_chunk_bytes(old)
+    ref_whole = _peak_bytes(lambda: ref.decode(z))
+    ref.enable_tiling(tile_sample_min_height=32, tile_sample_min_width=48)
+    try:
+        ref_tiled = _peak_bytes(lambda: ref.decode(z))
+    finally:
+        ref.disable_tiling()
+    assert ours_whole <= 1.0 * ref_whole, (ours_whole, ref_whole)
+    assert ours_tiled <= 0.5 * ref_tiled, (ours_tiled, ref_tiled)
