@@ -6,13 +6,14 @@ video tokens. Parameter names follow diffusers (``to_q``, ``norm_q``, ``to_out.0
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from .embeddings import _activation
-from .rope import apply_rotary
 
 
 def _layer_norm_fp32(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
@@ -20,6 +21,70 @@ def _layer_norm_fp32(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     weight = norm.weight.float() if norm.weight is not None else None
     bias = norm.bias.float() if norm.bias is not None else None
     return F.layer_norm(x.float(), norm.normalized_shape, weight, bias, norm.eps)
+
+
+def compute_dtype(linear: nn.Module) -> torch.dtype:
+    """The dtype a Linear layer computes in (its weight dtype, or ``compute_dtype`` of a low-precision one)."""
+    return getattr(linear, "compute_dtype", None) or linear.weight.dtype
+
+
+def _math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Plain softmax attention, one (batch, head) at a time to bound the score matrix."""
+    out = torch.empty_like(q)  # [B, heads, S, d]
+    scale = q.shape[-1] ** -0.5
+    for b in range(q.shape[0]):
+        for h in range(q.shape[1]):
+            scores = torch.matmul(q[b, h], k[b, h].transpose(-1, -2)).mul_(scale)  # [S, S]
+            out[b, h] = torch.matmul(scores.softmax(dim=-1), v[b, h])
+    return out
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
+
+
+def _sage(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    import sageattention  # optional dependency, checked by available_backends()
+
+    return sageattention.sageattn(q, k, v, tensor_layout="HND", is_causal=False)
+
+
+ATTENTION_BACKENDS = {"sdpa": _sdpa, "math": _math_attention, "sage": _sage}
+
+
+def available_backends() -> list[str]:
+    """Backends usable here: ``sdpa`` and ``math`` always, ``sage`` when ``sageattention`` imports."""
+    names = ["sdpa", "math"]
+    if importlib.util.find_spec("sageattention") is not None:
+        names.append("sage")
+    return names
+
+
+def set_attention_backend(model: nn.Module, name: str) -> None:
+    """Select the attention kernel of every ``JointAttention`` in ``model`` ("sdpa" is the default)."""
+    if name not in available_backends():
+        raise ValueError(f"attention backend {name!r} is not available here; choose one of {available_backends()}")
+    for module in model.modules():
+        if isinstance(module, JointAttention):
+            module.backend = name
+
+
+def rotate_video_(x: torch.Tensor, text_len: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the video part (after ``text_len``) of ``x[B, heads, S, d]`` by ``cos/sin[N, d]``.
+
+    Interleaved pairs: ``(x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin)``. In place when autograd is
+    off (three passes over the video part instead of a rotated copy and a concatenation).
+    """
+    video = x[:, :, text_len:]  # [B, heads, N, d]
+    swapped = video.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x1, x0) pairs, a copy
+    signed_sin = (sin.unflatten(-1, (-1, 2)) * _PAIR_SIGN.to(sin)).flatten(-2)  # (-s, s) [N, d]
+    if torch.is_grad_enabled():
+        return torch.cat([x[:, :, :text_len], video * cos + swapped * signed_sin], dim=2)
+    video.mul_(cos).addcmul_(swapped, signed_sin)
+    return x
+
+
+_PAIR_SIGN = torch.tensor([-1.0, 1.0])
 
 
 class JointAttention(nn.Module):
@@ -33,23 +98,33 @@ class JointAttention(nn.Module):
         self.norm_q = nn.LayerNorm(head_dim, eps=qk_eps)
         self.norm_k = nn.LayerNorm(head_dim, eps=qk_eps)
         self.to_out = nn.ModuleList([nn.Linear(inner, dim, bias=True), nn.Dropout(0.0)])
+        self.backend = "sdpa"  # a key of ATTENTION_BACKENDS, see set_attention_backend
+
+    def _qkv(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projections ``[B, heads, S, d]`` each; one matmul when the three are plain Linear layers."""
+        projections = (self.to_q, self.to_k, self.to_v)
+        if all(type(m) is nn.Linear for m in projections) and all(m.bias is not None for m in projections):
+            weight = torch.cat([m.weight for m in projections])  # [3*inner, dim]
+            bias = torch.cat([m.bias for m in projections])  # [3*inner]
+            qkv = F.linear(seq, weight, bias)  # [B, S, 3*inner]
+            q, k, v = rearrange(qkv, "b s (three h d) -> three b h s d", three=3, h=self.heads)
+            return q, k, v
+        return tuple(rearrange(m(seq), "b s (h d) -> b h s d", h=self.heads) for m in projections)
 
     def forward(
         self, seq: torch.Tensor, text_len: int, rope: tuple[torch.Tensor, torch.Tensor] | None
     ) -> torch.Tensor:
         """``seq[B, L+N, dim]`` (text first) -> ``[B, L+N, dim]`` in the projection dtype."""
-        seq = seq.to(self.to_q.weight.dtype)
-        q = rearrange(self.to_q(seq), "b s (h d) -> b h s d", h=self.heads)  # [B, heads, S, d]
-        k = rearrange(self.to_k(seq), "b s (h d) -> b h s d", h=self.heads)  # [B, heads, S, d]
-        v = rearrange(self.to_v(seq), "b s (h d) -> b h s d", h=self.heads)  # [B, heads, S, d]
+        seq = seq.to(compute_dtype(self.to_q))
+        q, k, v = self._qkv(seq)  # [B, heads, S, d] each
         q = _layer_norm_fp32(self.norm_q, q)
         k = _layer_norm_fp32(self.norm_k, k)
         if rope is not None:
             cos, sin = rope
-            q = torch.cat([q[:, :, :text_len], apply_rotary(q[:, :, text_len:], cos, sin)], dim=2)
-            k = torch.cat([k[:, :, :text_len], apply_rotary(k[:, :, text_len:], cos, sin)], dim=2)
+            q = rotate_video_(q, text_len, cos, sin)
+            k = rotate_video_(k, text_len, cos, sin)
         q, k = q.to(v.dtype), k.to(v.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)  # [B, heads, S, d]
+        out = ATTENTION_BACKENDS[self.backend](q, k, v)  # [B, heads, S, d]
         out = rearrange(out, "b h s d -> b s (h d)")  # [B, S, heads*d]
         out = self.to_out[0](out)
         return self.to_out[1](out)
@@ -76,7 +151,7 @@ class FeedForward(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.net[0].proj.weight.dtype)
+        x = x.to(compute_dtype(self.net[0].proj))
         for layer in self.net:
             x = layer(x)
         return x

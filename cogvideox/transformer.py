@@ -47,6 +47,24 @@ class Tokens:
 StepCache = Callable[["CogVideoXTransformer", Tokens], tuple[torch.Tensor, torch.Tensor]]
 
 
+def _modulate_(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``x * (1 + scale) + shift`` (one pass, in place when autograd is off)."""
+    if torch.is_grad_enabled():
+        return torch.addcmul(shift, x, 1 + scale)
+    return torch.addcmul(shift, x, 1 + scale, out=x)
+
+
+def _gated_residual_(hs: torch.Tensor, out: torch.Tensor, gates: tuple[torch.Tensor, torch.Tensor], text_len: int):
+    """``hs + gate * out`` with the text gate on the first ``text_len`` tokens, the video gate after."""
+    t_gate, gate = gates
+    if torch.is_grad_enabled():
+        text = hs[:, :text_len] + t_gate * out[:, :text_len]
+        return torch.cat([text, hs[:, text_len:] + gate * out[:, text_len:]], dim=1)
+    hs[:, :text_len].addcmul_(t_gate, out[:, :text_len])
+    hs[:, text_len:].addcmul_(gate, out[:, text_len:])
+    return hs
+
+
 class AdaNormZero(nn.Module):
     """LayerNorm + per-sample shift/scale for video and text, and their residual gates."""
 
@@ -56,16 +74,37 @@ class AdaNormZero(nn.Module):
         self.linear = nn.Linear(cond_dim, 6 * dim)
         self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=affine)
 
-    def forward(self, video: torch.Tensor, text: torch.Tensor, temb: torch.Tensor):
+    def modulation(self, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """shift, scale, gate, text shift, text scale, text gate: ``[B, 1, D]`` float32 each."""
         mod = F.linear(self.silu(temb.float()), self.linear.weight.float(), self.linear.bias.float())  # [B, 6D]
-        mod = mod[:, None, :]  # [B, 1, 6D]
-        shift, scale, gate, t_shift, t_scale, t_gate = mod.chunk(6, dim=-1)
+        return mod[:, None, :].chunk(6, dim=-1)
+
+    def forward(self, video: torch.Tensor, text: torch.Tensor, temb: torch.Tensor):
+        shift, scale, gate, t_shift, t_scale, t_gate = self.modulation(temb)
         video = _layer_norm_fp32(self.norm, video) * (1 + scale) + shift
         text = _layer_norm_fp32(self.norm, text) * (1 + t_scale) + t_shift
         return video, text, gate, t_gate
 
+    def joint(self, hs: torch.Tensor, temb: torch.Tensor, text_len: int):
+        """Normalise the joint stream ``hs[B, L+N, D]`` (text first) -> (modulated, (text gate, gate))."""
+        shift, scale, gate, t_shift, t_scale, t_gate = self.modulation(temb)
+        x = _layer_norm_fp32(self.norm, hs)  # [B, L+N, D] float32
+        if torch.is_grad_enabled():
+            x = torch.cat([_modulate_(x[:, :text_len], t_scale, t_shift), _modulate_(x[:, text_len:], scale, shift)], 1)
+        else:
+            _modulate_(x[:, :text_len], t_scale, t_shift)
+            _modulate_(x[:, text_len:], scale, shift)
+        return x, (t_gate, gate)
+
 
 class CogVideoXBlock(nn.Module):
+    """One block on the joint residual stream ``hs[B, L+N, D]`` float32 (text tokens first).
+
+    Without autograd the stream is updated in place (no per-block concatenation or split).
+    ``execution_device`` (None: where the weights are) is where the block computes; block swap
+    sets it while the weights wait on another device between calls.
+    """
+
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         dim = cfg.inner_dim
@@ -74,6 +113,10 @@ class CogVideoXBlock(nn.Module):
         self.attn1 = JointAttention(dim, cfg.num_attention_heads, cfg.attention_head_dim, cfg.attention_bias)
         self.norm2 = AdaNormZero(cfg.time_embed_dim, dim, affine, eps)
         self.ff = FeedForward(dim, cfg.activation_fn, cfg.dropout)
+        self.execution_device: torch.device | None = None
+
+    def device(self) -> torch.device:
+        return self.execution_device or self.norm1.linear.weight.device
 
     def modulated_input(self, video: torch.Tensor, text: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         """The timestep-modulated video tokens entering attention (the TeaCache indicator)."""
@@ -81,22 +124,16 @@ class CogVideoXBlock(nn.Module):
 
     def forward(
         self,
-        video: torch.Tensor,
-        text: torch.Tensor,
+        hs: torch.Tensor,
         temb: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        text_len = text.shape[1]
-        v_in, t_in, gate, t_gate = self.norm1(video, text, temb)
-        out = self.attn1(torch.cat([t_in, v_in], dim=1), text_len, rope).float()  # [B, L+N, D]
-        video = video + gate * out[:, text_len:]
-        text = text + t_gate * out[:, :text_len]
-
-        v_in, t_in, gate, t_gate = self.norm2(video, text, temb)
-        out = self.ff(torch.cat([t_in, v_in], dim=1)).float()  # [B, L+N, D]
-        video = video + gate * out[:, text_len:]
-        text = text + t_gate * out[:, :text_len]
-        return video, text
+        text_len: int,
+    ) -> torch.Tensor:
+        x, gates = self.norm1.joint(hs, temb, text_len)
+        hs = _gated_residual_(hs, self.attn1(x, text_len, rope), gates, text_len)  # [B, L+N, D]
+        del x
+        x, gates = self.norm2.joint(hs, temb, text_len)
+        return _gated_residual_(hs, self.ff(x), gates, text_len)  # [B, L+N, D]
 
 
 class FinalNorm(nn.Module):
@@ -111,7 +148,7 @@ class FinalNorm(nn.Module):
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         mod = F.linear(self.silu(temb.float()), self.linear.weight.float(), self.linear.bias.float())  # [B, 2D]
         shift, scale = mod[:, None, :].chunk(2, dim=-1)  # [B, 1, D] each
-        return _layer_norm_fp32(self.norm, x) * (1 + scale) + shift
+        return _modulate_(_layer_norm_fp32(self.norm, x), scale, shift)
 
 
 class CogVideoXTransformer(nn.Module):
@@ -289,28 +326,31 @@ class CogVideoXTransformer(nn.Module):
     def block_forward(
         self,
         index: int,
-        video: torch.Tensor,
-        text: torch.Tensor,
+        hs: torch.Tensor,
         temb: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run block ``index`` on the device that holds its weights; outputs stay there."""
+        text_len: int,
+    ) -> torch.Tensor:
+        """Run block ``index`` on the joint stream ``hs[B, L+N, D]`` on the block's device."""
         block = self.transformer_blocks[index]
-        dev = block.norm1.linear.weight.device
-        if video.device != dev:
-            video, text, temb = video.to(dev), text.to(dev), temb.to(dev)
+        dev = block.device()
+        if hs.device != dev:
+            hs, temb = hs.to(dev), temb.to(dev)
             rope = None if rope is None else (rope[0].to(dev), rope[1].to(dev))
-        return block(video, text, temb, rope)
+        return block(hs, temb, rope, text_len)
 
     def first_block_modulated_input(self, tokens: Tokens) -> torch.Tensor:
         """Timestep-modulated video tokens of block 0 ``[B, N, D]`` float32 (for step caches)."""
-        return self.transformer_blocks[0].modulated_input(tokens.video, tokens.text, tokens.temb)
+        block = self.transformer_blocks[0]
+        dev = block.device()
+        return block.modulated_input(tokens.video.to(dev), tokens.text.to(dev), tokens.temb.to(dev))
 
     def run_all_blocks(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
-        video, text = tokens.video, tokens.text
+        text_len = tokens.text.shape[1]
+        hs = torch.cat([tokens.text, tokens.video], dim=1)  # [B, L+N, D] float32, a fresh buffer
         for i in range(len(self.transformer_blocks)):
-            video, text = self.block_forward(i, video, text, tokens.temb, tokens.rope)
-        return video, text
+            hs = self.block_forward(i, hs, tokens.temb, tokens.rope, text_len)
+        return hs[:, text_len:], hs[:, :text_len]  # video [B, N, D], text [B, L, D]
 
     def run_blocks(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
         if self.step_cache is not None:
