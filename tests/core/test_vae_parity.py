@@ -300,3 +300,18 @@ def test_decode_peak_memory_below_reference(models):
         ref.disable_tiling()
     assert ours_whole <= 1.0 * ref_whole, (ours_whole, ref_whole)
     assert ours_tiled <= 0.5 * ref_tiled, (ours_tiled, ref_tiled)
+
+
+def test_auto_tile_fits_budget():
+    from cogvideox.vae_tiling import auto_tile
+
+    cfg = VAEConfig()
+    assert auto_tile(cfg, 480, 720, budget_bytes=2**40) is None
+    small = auto_tile(cfg, 480, 720, budget_bytes=2 * 2**30)
+    smaller = auto_tile(cfg, 480, 720, budget_bytes=2**30)
+    assert small is not None and smaller is not None
+    assert small.tile_sample_min_height % 8 == 0 and small.tile_sample_min_width % 8 == 0
+    assert smaller.tile_sample_min_height * smaller.tile_sample_min_width < (
+        small.tile_sample_min_height * small.tile_sample_min_width
+    )
+    assert small.tile_sample_min_height < 480 and small.tile_sample_min_width < 720
