@@ -1,0 +1,136 @@
+"""Low-precision weight storage for the transformer: bf16, fp16 or fp8 weights, wider compute.
+
+``store_weights(model, torch.float8_e4m3fn)`` replaces the big ``nn.Linear`` layers of the
+transformer blocks (attention projections and feed-forward; not the adaptive-norm linears, which
+read their weights directly in float32) with ``LowPrecisionLinear``: a ``Linear`` subclass that
+keeps its weight in the storage dtype (fp8 with one per-tensor scale) and upcasts it to the
+compute dtype inside ``forward``. The rest of the model keeps its dtype. Memory of the replaced
+weights: 1/4 (fp8) or 1/2 (bf16/fp16) of float32; the cost is one upcast per layer and call.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+STORAGE_DTYPES = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp8": torch.float8_e4m3fn,
+    "fp8_e5m2": torch.float8_e5m2,
+}
+_FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
+# Linear layers of a block whose forward is called as a module (safe to replace).
+BLOCK_LINEARS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ff.net.0.proj", "ff.net.2")
+
+
+class LowPrecisionLinear(nn.Linear):
+    """``nn.Linear`` storing ``weight`` in ``storage_dtype`` (scaled per tensor for fp8).
+
+    ``forward`` computes ``x @ (weight * scale).T + bias`` in ``compute_dtype``; the bias stays
+    in ``compute_dtype``. ``compute_dtype`` is what callers should cast inputs to.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        storage_dtype: torch.dtype,
+        compute_dtype: torch.dtype,
+        device: torch.device | None = None,
+    ):
+        super().__init__(in_features, out_features, bias, device=device, dtype=compute_dtype)
+        self.storage_dtype = storage_dtype
+        self.compute_dtype = compute_dtype
+        self.weight = nn.Parameter(self.weight.detach().to(storage_dtype), requires_grad=False)
+        self.register_buffer("weight_scale", torch.ones((), dtype=torch.float32, device=device))
+
+    @classmethod
+    def from_linear(
+        cls, linear: nn.Linear, storage_dtype: torch.dtype, compute_dtype: torch.dtype | None = None
+    ) -> LowPrecisionLinear:
+        compute = compute_dtype or linear.weight.dtype
+        with torch.device("meta"):
+            new = cls(
+                linear.in_features,
+                linear.out_features,
+                linear.bias is not None,
+                storage_dtype=storage_dtype,
+                compute_dtype=compute,
+            )
+        weight = linear.weight.detach()
+        scale = torch.ones((), dtype=torch.float32, device=weight.device)
+        if storage_dtype in _FP8:
+            amax = weight.abs().max().float()
+            scale = (amax / torch.finfo(storage_dtype).max).clamp_min(1e-12)  # per-tensor scale
+            stored = (weight.float() / scale).to(storage_dtype)
+        else:
+            stored = weight.to(storage_dtype)
+        new.weight = nn.Parameter(stored, requires_grad=False)
+        new.weight_scale = scale.reshape(()).to(torch.float32)
+        new.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(compute), requires_grad=False)
+        return new
+
+    def upcast_weight(self) -> torch.Tensor:
+        w = self.weight.to(self.compute_dtype)  # [out, in]
+        if self.storage_dtype in _FP8:
+            w = w.mul_(self.weight_scale.to(self.compute_dtype))
+        return w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.to(self.compute_dtype), self.upcast_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, storage={self.storage_dtype}, compute={self.compute_dtype}"
+
+
+def _resolve(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"unknown weight storage {dtype!r}; one of {list(STORAGE_DTYPES)}")
+    return STORAGE_DTYPES[dtype]
+
+
+def store_weights(
+    model: nn.Module, storage: torch.dtype | str, compute_dtype: torch.dtype | None = None
+) -> nn.Module:
+    """Replace the block Linear layers of a ``CogVideoXTransformer`` in place; returns ``model``.
+
+    ``storage``: a dtype or one of ``STORAGE_DTYPES`` ("bf16", "fp16", "fp8"). ``compute_dtype``:
+    the dtype of the matmuls (default: each layer's current weight dtype, e.g. float32 on CPU,
+    bfloat16 for a bf16 model).
+    """
+    storage_dtype = _resolve(storage)
+    blocks = getattr(model, "transformer_blocks", None)
+    if blocks is None:
+        raise TypeError(f"expected a CogVideoXTransformer (with transformer_blocks), got {type(model).__name__}")
+    replaced = 0
+    for block in blocks:
+        for path in BLOCK_LINEARS:
+            parent_path, _, name = path.rpartition(".")
+            parent = block.get_submodule(parent_path)
+            layer = parent.get_submodule(name)
+            if isinstance(layer, LowPrecisionLinear) or not isinstance(layer, nn.Linear):
+                continue
+            new = LowPrecisionLinear.from_linear(layer, storage_dtype, compute_dtype)
+            if isinstance(parent, nn.ModuleList):
+                parent[int(name)] = new
+            else:
+                setattr(parent, name, new)
+            replaced += 1
+    log.info("stored %d block linear layers in %s", replaced, storage_dtype)
+    return model
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes held by parameters and buffers."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
