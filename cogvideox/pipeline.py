@@ -147,6 +147,7 @@ def sample(
     image_latent_scaling: Literal["diffusers", "sat"] = "diffusers",
     ofs: float | None = None,
     callback: ProgressCallback | None = None,
+    cache_threshold: float = 0.0,
 ) -> torch.Tensor:
     """Denoise ``latent`` (raw ``[B, 16, T, h, w]``; zeros for text-to-video) and return raw latents.
 
@@ -158,6 +159,8 @@ def sample(
     - ``denoise < 1``: start from ``latent`` noised to the strength's first timestep (video-to-video).
     - ``image_latent``: raw ``[B or 1, 16, 1, h, w]`` for image-to-video variants.
     - ``callback(step_index, total_steps, x0_raw)`` after every step; its exceptions propagate.
+    - ``cache_threshold > 0``: step caching (``cache.CachedDenoiser``, TeaCache-like) skips the
+      transformer on steps whose input changed less than this (accumulated relative L1); 0 = off.
     """
     if latent.ndim != 5:
         raise ValueError(f"expected a latent [B, C, T, h, w], got shape {tuple(latent.shape)}")
@@ -201,7 +204,12 @@ def sample(
         scaled = _scale_image_latent(image_latent.to(device, torch.float32), variant, image_latent_scaling)
         # the reference zero-pads the image latent to the padded length (image at frame 0)
         image_cond = i2v_condition(_batch(scaled, b, "image_latent"), frames + pad)  # [B, C, T + pad, h, w]
-    denoiser = Denoiser(
+    denoiser_cls, extra = Denoiser, {}
+    if cache_threshold > 0:
+        from .cache import CachedDenoiser  # cache.py builds on this module
+
+        denoiser_cls, extra = CachedDenoiser, {"threshold": cache_threshold}
+    denoiser = denoiser_cls(
         model,
         schedule,
         _batch(positive.to(device), b, "positive"),
@@ -211,6 +219,7 @@ def sample(
         image_cond=image_cond,
         ofs=ofs if ofs is not None else variant.ofs,
         dtype=dtype,
+        **extra,
     )
 
     def on_step(i: int, _x: torch.Tensor, x0: torch.Tensor) -> None:
@@ -218,4 +227,6 @@ def sample(
             callback(i, len(schedule), x0[:, :, pad:] / sf)
 
     x = SAMPLERS[solver_name](denoiser, x, schedule, noise_sampler=noise_sampler, callback=on_step)
+    if cache_threshold > 0:
+        log.info(denoiser.report())
     return (x[:, :, pad:] / sf).to(latent.device)  # [B, C, T, h, w] raw
