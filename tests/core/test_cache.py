@@ -1,0 +1,85 @@
+"""Step caching (cogvideox/cache.py): threshold 0 is exact, a positive threshold skips and stays close."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from cogvideox.cache import CachedDenoiser, StepCache
+from cogvideox.configs import VARIANTS
+from cogvideox.pipeline import Denoiser, sample
+from cogvideox.samplers import SAMPLERS, frames_first_noise
+from cogvideox.schedules import make_schedule
+from cogvideox.transformer import CogVideoXTransformer
+
+torch.set_num_threads(1)
+STEPS = 20
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_transformer_configs, randomize):
+    cfg = tiny_transformer_configs["5b"]
+    model = randomize(CogVideoXTransformer(cfg).eval(), seed=3, std=0.05)
+    variant = dataclasses.replace(VARIANTS["5b"], transformer=cfg)
+    g = torch.Generator().manual_seed(0)
+    pos = torch.randn(1, cfg.max_text_seq_length, cfg.text_embed_dim, generator=g)
+    neg = torch.randn(1, cfg.max_text_seq_length, cfg.text_embed_dim, generator=g)
+    return model, variant, torch.zeros(1, 16, 3, 8, 12), pos, neg
+
+
+def _run(setup, threshold, steps=STEPS):
+    model, variant, latent, pos, neg = setup
+    return sample(model, variant, latent, pos, neg, steps=steps, cfg=6.0, seed=1, cache_threshold=threshold)
+
+
+def _run_denoiser(setup, denoiser_cls, **extra):
+    """Drive the solver directly so the cache object can be inspected."""
+    model, variant, latent, pos, neg = setup
+    schedule = make_schedule(variant.scheduler_config(), STEPS, 1.0)
+    denoiser = denoiser_cls(model, schedule, pos, neg, cfg=6.0, **extra)
+    noise_sampler = frames_first_noise(torch.Generator().manual_seed(1))
+    x = noise_sampler(latent)
+    with torch.no_grad():
+        out = SAMPLERS["dpm"](denoiser, x, schedule, noise_sampler=noise_sampler, callback=None)
+    return out, denoiser
+
+
+def test_threshold_zero_is_the_uncached_run(setup):
+    plain = _run(setup, 0.0)
+    assert torch.equal(plain, _run(setup, 0.0))
+    # the cache path itself with threshold 0 computes every step and matches exactly
+    ref, _ = _run_denoiser(setup, Denoiser)
+    cached, denoiser = _run_denoiser(setup, CachedDenoiser, threshold=0.0)
+    assert torch.equal(ref, cached)
+    assert denoiser.cache.skipped == []
+    assert denoiser.cache.computed == list(range(STEPS))
+    assert setup[0].step_cache is None  # the hook is only installed during calls
+
+
+def test_positive_threshold_skips_and_stays_close(setup):
+    ref, _ = _run_denoiser(setup, Denoiser)
+    cached, denoiser = _run_denoiser(setup, CachedDenoiser, threshold=0.3)
+    cache = denoiser.cache
+    assert cache.skipped, "a positive threshold should skip some steps"
+    assert 0 in cache.computed and STEPS - 1 in cache.computed  # first and last always run
+    assert len(cache.computed) + len(cache.skipped) == STEPS
+    rel = ((cached - ref).norm() / ref.norm()).item()
+    assert rel < 0.02, f"cached run drifted: relative error {rel:.3f}"
+    # a larger threshold skips at least as much
+    _, bigger = _run_denoiser(setup, CachedDenoiser, threshold=1.0)
+    assert len(bigger.cache.skipped) >= len(cache.skipped)
+
+
+def test_sample_accepts_cache_threshold(setup):
+    out = _run(setup, 0.3)
+    assert out.shape == setup[2].shape and torch.isfinite(out).all()
+
+
+def test_cache_rules():
+    with pytest.raises(ValueError, match=">= 0"):
+        StepCache(-0.1, 10)
+    with pytest.raises(TypeError, match="CogVideoXTransformer"):
+        schedule = make_schedule(VARIANTS["5b"].scheduler_config(), 4, 1.0)
+        CachedDenoiser(lambda *a, **k: None, schedule, torch.zeros(1, 2, 3), None, cfg=1.0, threshold=0.1)

@@ -1,0 +1,451 @@
+"""Side-by-side benchmark of this library against diffusers (the reference), CPU, float32.
+
+One run of this script measures both implementations on the same random-weight configurations
+and prints a markdown table of ratios (ours / diffusers) with the absolute figures beside them:
+
+- ``transformer``: one denoising step (CFG on: batch 2) of a medium 5B-shaped transformer;
+- ``vae``: decode with the real-size VAE (released architecture, random weights), untiled and
+  tiled with the same explicit tile size: time and peak memory;
+- ``pipeline``: a whole text-to-video run (10 steps + decode) of a tiny-ish model;
+- ``cache``: step caching (TeaCache-like) vs the uncached run: speedup and PSNR of the frames.
+
+Timing: ``torch.set_num_threads(2)``, one warm-up call, then the median of ``--repeats`` calls,
+ours and diffusers interleaved call by call so that load from other processes hits both alike.
+
+Peak memory (VAE): every VAE case runs in a fresh child process that builds the model and the
+input, then resets the kernel's peak-RSS mark (``/proc/self/clear_refs`` <- 5, which sets VmHWM
+to the current RSS), decodes once and reports ``VmHWM - VmRSS before``: the extra resident
+memory the decode needed, measured the same way for both libraries, with no allocator state
+left over from an earlier run. The time in those rows is that single (cold) decode.
+
+Usage: ``python tools/benchmark.py [--quick] [--only transformer|vae|pipeline|cache]``.
+The full run writes ``artifacts/benchmark.md`` (``--out`` to change; ``--out ''`` to skip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from cogvideox.configs import VARIANTS, TransformerConfig, VAEConfig  # noqa: E402
+from cogvideox.transformer import CogVideoXTransformer  # noqa: E402
+from cogvideox.vae import CogVideoXVAE, TileConfig  # noqa: E402
+
+log = logging.getLogger("benchmark")
+THREADS = 2
+
+
+# ----------------------------------------------------------------------------- helpers
+def randomize(module: torch.nn.Module, seed: int, std: float = 0.02) -> torch.nn.Module:
+    """Deterministic random weights by parameter name (same names -> same values in both libraries)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in sorted(module.state_dict(keep_vars=True).items()):
+            if not tensor.is_floating_point():
+                continue
+            noise = torch.randn(tensor.shape, generator=gen) * std
+            if name.endswith(".weight") and tensor.ndim == 1:
+                noise += 1.0  # norm gains around 1
+            tensor.copy_(noise)
+    return module
+
+
+def timed_pair(ours: Callable[[], object], ref: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median seconds of ``ours`` and ``ref``: one warm-up each, then interleaved repeats."""
+    ours()
+    ref()
+    t_ours, t_ref = [], []
+    for _ in range(repeats):
+        for fn, times in ((ours, t_ours), (ref, t_ref)):
+            gc.collect()
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(t_ours), statistics.median(t_ref)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 2.0) -> float:
+    """PSNR in dB of frames in [-1, 1] (peak-to-peak 2)."""
+    mse = (a.float().clamp(-1, 1) - b.float().clamp(-1, 1)).pow(2).mean().item()
+    return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(peak**2 / mse)).item()
+
+
+@dataclasses.dataclass
+class Row:
+    what: str
+    metric: str
+    ours: float
+    ref: float | None
+    unit: str
+    target: str = ""
+
+    def ratio(self) -> float | None:
+        return None if not self.ref else self.ours / self.ref
+
+    def markdown(self) -> str:
+        ratio = self.ratio()
+        ref = "-" if self.ref is None else f"{self.ref:.3g} {self.unit}"
+        r = "-" if ratio is None else f"**{ratio:.2f}x**"
+        return f"| {self.what} | {self.metric} | {r} | {self.ours:.3g} {self.unit} | {ref} | {self.target} |"
+
+
+# ----------------------------------------------------------------------------- transformer
+def transformer_config(quick: bool) -> tuple[TransformerConfig, tuple[int, int, int]]:
+    """5B-shaped blocks scaled down: 8 heads x 64, RoPE, T5-wide text; latent (T, h, w)."""
+    if quick:
+        latent = (3, 16, 24)
+        layers = 2
+    else:
+        latent = (13, 30, 44)  # 49 frames at 240x352 px (352: the nearest width with an even latent)
+        layers = 4
+    cfg = TransformerConfig(
+        num_attention_heads=8,
+        attention_head_dim=64,
+        num_layers=layers,
+        use_rotary_positional_embeddings=True,
+        sample_height=latent[1],
+        sample_width=latent[2],
+        sample_frames=(latent[0] - 1) * 4 + 1,
+    )
+    return cfg, latent
+
+
+def _diffusers_rope(cfg: TransformerConfig, t: int, h: int, w: int):
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed
+    from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
+
+    gh, gw = h // cfg.patch_size, w // cfg.patch_size
+    crops = get_resize_crop_region_for_grid((gh, gw), cfg.sample_width // 2, cfg.sample_height // 2)
+    return get_3d_rotary_pos_embed(cfg.attention_head_dim, crops, (gh, gw), t)
+
+
+def bench_transformer(quick: bool, repeats: int) -> list[Row]:
+    from diffusers import CogVideoXTransformer3DModel
+
+    cfg, (t, h, w) = transformer_config(quick)
+    ref = randomize(CogVideoXTransformer3DModel(**cfg.to_dict()).eval(), seed=0)
+    ours = CogVideoXTransformer(cfg).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 16, t, h, w, generator=gen)  # [uncond, cond]
+    ctx = torch.randn(2, 226, cfg.text_embed_dim, generator=gen)
+    timestep = torch.tensor([500, 500])
+    rope = _diffusers_rope(cfg, t, h, w)  # the reference pipeline builds it once per run
+    x_ref = x.permute(0, 2, 1, 3, 4).contiguous()  # diffusers takes [B, F, C, H, W]
+
+    def run_ours():
+        return ours(x, timestep, ctx)
+
+    def run_ref():
+        return ref(
+            hidden_states=x_ref, encoder_hidden_states=ctx, timestep=timestep, image_rotary_emb=rope, return_dict=False
+        )[0]
+
+    with torch.inference_mode():
+        diff = (run_ours() - run_ref().permute(0, 2, 1, 3, 4)).abs().max().item()
+        t_ours, t_ref = timed_pair(run_ours, run_ref, repeats)
+    log.info("transformer max abs diff vs diffusers: %.3g", diff)
+    what = f"transformer step, CFG batch 2 ({cfg.num_layers} layers, {cfg.inner_dim} wide, latent {t}x{h}x{w})"
+    return [Row(what, "time", t_ours, t_ref, "s", "<= 0.9x")]
+
+
+# ----------------------------------------------------------------------------- VAE
+def vae_case(quick: bool) -> tuple[tuple[int, ...], TileConfig]:
+    """Latent shape and the explicit tile size (pixels) used by both libraries."""
+    if quick:
+        return (1, 16, 2, 8, 12), TileConfig(48, 64, 1 / 6, 1 / 5)
+    return (1, 16, 5, 15, 22), TileConfig(64, 96, 1 / 6, 1 / 5)  # 17 frames at 120x176 px
+
+
+def _status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def vae_child(impl: str, tiled: bool, quick: bool) -> dict:
+    """Runs in a fresh process: one decode, its time and the peak RSS it added (MiB)."""
+    torch.set_num_threads(THREADS)
+    shape, tile = vae_case(quick)
+    torch.manual_seed(0)
+    ours = CogVideoXVAE(VAEConfig()).eval()  # the released architecture, default (random) init
+    if impl == "diffusers":
+        from diffusers import AutoencoderKLCogVideoX
+
+        model = AutoencoderKLCogVideoX().eval()
+        model.load_state_dict(ours.state_dict(), strict=True)
+        del ours
+        if tiled:
+            model.enable_tiling(
+                tile_sample_min_height=tile.tile_sample_min_height,
+                tile_sample_min_width=tile.tile_sample_min_width,
+                tile_overlap_factor_height=tile.tile_overlap_factor_height,
+                tile_overlap_factor_width=tile.tile_overlap_factor_width,
+            )
+
+        def run():
+            return model.decode(z).sample
+    else:
+        model = ours
+
+        def run():
+            return model.decode(z, tile=tile if tiled else None)
+
+    z = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    gc.collect()
+    with torch.inference_mode():
+        before = _status_kib("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
+        start = time.perf_counter()
+        out = run()
+        seconds = time.perf_counter() - start
+        peak = _status_kib("VmHWM")
+    return {
+        "seconds": seconds,
+        "peak_mib": (peak - before) / 1024,
+        "shape": list(out.shape),
+        "finite": bool(torch.isfinite(out).all()),
+        "checksum": float(out.double().abs().mean()),
+    }
+
+
+def _spawn_vae(impl: str, tiled: bool, quick: bool) -> dict:
+    cmd = [sys.executable, __file__, "--vae-child", impl, "--tiled" if tiled else "--untiled"]
+    if quick:
+        cmd.append("--quick")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"VAE child {impl} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_vae(quick: bool) -> list[Row]:
+    shape, tile = vae_case(quick)
+    rows = []
+    for tiled in (False, True):
+        ours = _spawn_vae("ours", tiled, quick)
+        ref = _spawn_vae("diffusers", tiled, quick)
+        log.info("VAE tiled=%s ours %s diffusers %s", tiled, ours, ref)
+        mode = f"tiled {tile.tile_sample_min_height}x{tile.tile_sample_min_width} px" if tiled else "untiled"
+        what = f"VAE decode, real size, latent {'x'.join(map(str, shape[2:]))} -> {ours['shape'][2]} frames, {mode}"
+        target = "<= 0.5x" if tiled else "<= 1.0x"
+        rows.append(Row(what, "peak RSS added", ours["peak_mib"], ref["peak_mib"], "MiB", target))
+        rows.append(Row(what, "time (1 cold run)", ours["seconds"], ref["seconds"], "s"))
+    return rows
+
+
+# ----------------------------------------------------------------------------- pipeline
+def tiny_ish(quick: bool):
+    """A tiny-ish 5B-shaped model: transformer config, VAE config, latent (T, h, w)."""
+    tcfg = TransformerConfig(
+        num_attention_heads=4,
+        attention_head_dim=64,
+        num_layers=2,
+        use_rotary_positional_embeddings=True,
+        sample_height=16,
+        sample_width=24,
+        sample_frames=17,
+    )
+    vcfg = VAEConfig(block_out_channels=(32, 32, 64, 64), layers_per_block=1, norm_num_groups=8)
+    latent = (2, 8, 12) if quick else (5, 16, 24)
+    return tcfg, vcfg, latent
+
+
+def _reference_scheduler(variant):
+    from diffusers import CogVideoXDPMScheduler
+
+    return CogVideoXDPMScheduler(
+        beta_schedule="scaled_linear",
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+        rescale_betas_zero_snr=True,
+        snr_shift_scale=variant.snr_shift_scale,
+        clip_sample=False,
+    )
+
+
+def bench_pipeline(quick: bool, repeats: int, steps: int = 10) -> list[Row]:
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXPipeline, CogVideoXTransformer3DModel
+
+    from cogvideox.pipeline import sample
+
+    tcfg, vcfg, (t, h, w) = tiny_ish(quick)
+    variant = dataclasses.replace(VARIANTS["5b"], transformer=tcfg)
+    ref_tf = randomize(CogVideoXTransformer3DModel(**tcfg.to_dict()).eval(), seed=0)
+    ours_tf = CogVideoXTransformer(tcfg).eval()
+    ours_tf.load_state_dict(ref_tf.state_dict(), strict=True)
+    torch.manual_seed(0)
+    ours_vae = CogVideoXVAE(vcfg).eval()
+    ref_vae = AutoencoderKLCogVideoX(**{**vcfg.to_dict(), "scaling_factor": variant.scaling_factor}).eval()
+    ref_vae.load_state_dict(ours_vae.state_dict(), strict=True)
+    pipe = CogVideoXPipeline(
+        tokenizer=None, text_encoder=None, vae=ref_vae, transformer=ref_tf, scheduler=_reference_scheduler(variant)
+    )
+    pipe.set_progress_bar_config(disable=True)
+    gen = torch.Generator().manual_seed(5)
+    pos = torch.randn(1, 226, tcfg.text_embed_dim, generator=gen)
+    neg = torch.randn(1, 226, tcfg.text_embed_dim, generator=gen)
+    frames = (t - 1) * 4 + 1
+
+    def run_ours():
+        lat = sample(ours_tf, variant, torch.zeros(1, 16, t, h, w), pos, neg, steps=steps, cfg=6.0, seed=0)
+        return (ours_vae.decode(lat).clamp(-1, 1) + 1) / 2  # [B, 3, F, H, W] in [0, 1]
+
+    def run_ref():
+        return pipe(
+            height=h * 8,
+            width=w * 8,
+            num_frames=frames,
+            num_inference_steps=steps,
+            guidance_scale=6.0,
+            prompt_embeds=pos,
+            negative_prompt_embeds=neg,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+        ).frames
+
+    with torch.inference_mode():
+        t_ours, t_ref = timed_pair(run_ours, run_ref, repeats)
+    what = f"text-to-video run, {steps} steps + decode (tiny-ish, latent {t}x{h}x{w}, {frames} frames)"
+    return [Row(what, "time", t_ours, t_ref, "s", "<= 0.9x")]
+
+
+# ----------------------------------------------------------------------------- cache
+def cache_model(quick: bool):
+    """The shipped tiny model (tiny/*.safetensors) when present, else a random tiny-ish one."""
+    from cogvideox.loading import load_transformer, load_vae
+
+    tiny = ROOT / "tiny"
+    tf_files = sorted(tiny.glob("*transformer*.safetensors")) if tiny.is_dir() else []
+    vae_files = sorted(tiny.glob("*vae*.safetensors")) if tiny.is_dir() else []
+    if tf_files and vae_files:
+        model, variant = load_transformer(tf_files[0], dtype=torch.float32)
+        vae = load_vae(vae_files[0], dtype=torch.float32)
+        return model.eval(), vae.eval(), variant, "shipped tiny model"
+    tcfg, vcfg, _ = tiny_ish(quick)
+    model = randomize(CogVideoXTransformer(tcfg).eval(), seed=0)
+    torch.manual_seed(0)
+    vae = CogVideoXVAE(vcfg).eval()
+    return model, vae, dataclasses.replace(VARIANTS["5b"], transformer=tcfg), "random tiny-ish model"
+
+
+def bench_cache(quick: bool, repeats: int, threshold: float, steps: int) -> list[Row]:
+    from cogvideox.pipeline import sample
+
+    model, vae, variant, name = cache_model(quick)
+    cfg = model.config
+    p = cfg.patch_size
+    h, w = cfg.sample_height // p * p, cfg.sample_width // p * p
+    t = 2 if quick else (cfg.sample_frames - 1) // cfg.temporal_compression_ratio + 1
+    gen = torch.Generator().manual_seed(5)
+    pos = torch.randn(1, cfg.max_text_seq_length, cfg.text_embed_dim, generator=gen)
+    neg = torch.zeros(1, cfg.max_text_seq_length, cfg.text_embed_dim)
+    stats = {}
+
+    def run(th: float):
+        lat = sample(
+            model, variant, torch.zeros(1, 16, t, h, w), pos, neg, steps=steps, cfg=6.0, seed=0, cache_threshold=th
+        )
+        return vae.decode(lat)
+
+    def run_plain():
+        stats["plain"] = run(0.0)
+
+    def run_cached():
+        stats["cached"] = run(threshold)
+
+    with torch.inference_mode():
+        t_cached, t_plain = timed_pair(run_cached, run_plain, repeats)
+    quality = psnr(stats["cached"], stats["plain"])
+    what = f"step cache threshold {threshold} vs uncached, {steps} steps + decode ({name}, latent {t}x{h}x{w})"
+    return [
+        Row(what, "time", t_cached, t_plain, "s", ">= 1.5x faster (<= 0.67x)"),
+        Row(what, "PSNR of frames vs uncached", quality, None, "dB", ">= 30 dB"),
+    ]
+
+
+# ----------------------------------------------------------------------------- main
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return f"{cpu}, nproc={os.cpu_count()}, torch {torch.__version__} ({THREADS} threads), no GPU"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    parser.add_argument("--only", choices=["transformer", "vae", "pipeline", "cache"])
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3, quick 1)")
+    parser.add_argument("--cache-threshold", type=float, default=0.1)
+    parser.add_argument("--cache-steps", type=int, default=50)
+    parser.add_argument("--out", default=None, help="markdown output (default artifacts/benchmark.md when full)")
+    parser.add_argument("--vae-child", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
+    parser.add_argument("--tiled", dest="tiled", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--untiled", dest="tiled", action="store_false", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.vae_child:
+        print(json.dumps(vae_child(args.vae_child, args.tiled, args.quick)))
+        return 0
+
+    torch.set_num_threads(THREADS)
+    repeats = args.repeats or (1 if args.quick else 3)
+    sections = [args.only] if args.only else ["transformer", "vae", "pipeline", "cache"]
+    rows: list[Row] = []
+    for section in sections:
+        log.info("running %s ...", section)
+        if section == "transformer":
+            rows += bench_transformer(args.quick, repeats)
+        elif section == "vae":
+            rows += bench_vae(args.quick)
+        elif section == "pipeline":
+            rows += bench_pipeline(args.quick, repeats)
+        else:
+            steps = 10 if args.quick else args.cache_steps
+            rows += bench_cache(args.quick, repeats, args.cache_threshold, steps)
+
+    command = "python tools/benchmark.py" + "".join(
+        f" {a}" for a in (sys.argv[1:] if argv is None else argv)
+    )
+    lines = [
+        f"Command: `{command.strip()}`  ",
+        f"Machine: {machine()}; float32; median of {repeats} interleaved run(s) after a warm-up.",
+        "",
+        "| what | metric | ours / diffusers | ours | diffusers | target |",
+        "|---|---|---|---|---|---|",
+        *(r.markdown() for r in rows),
+    ]
+    table = "\n".join(lines)
+    print(table)
+    out = args.out if args.out is not None else ("" if (args.quick or args.only) else "artifacts/benchmark.md")
+    if out:
+        path = ROOT / out
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(table + "\n")
+        log.info("wrote %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
