@@ -54,6 +54,28 @@ def video_size_problems(width: int, height: int, frames: int | None = None) -> l
     return problems
 
 
+def trained_size_problems(config, latent_shape) -> list[str]:
+    """Why a latent ``[B, C, T, h, w]`` does not fit a transformer with learned positions (5B-I2V).
+
+    Learned positional embeddings exist only for the training size: the same resolution and at
+    most the trained frame count. Said in pixels, as the user set them; empty when it fits or
+    the model has no learned positions. ``config`` is a ``TransformerConfig``.
+    """
+    if not config.use_learned_positional_embeddings or len(latent_shape) != 5:
+        return []
+    t, h, w = latent_shape[2:]
+    max_frames = config.sample_frames
+    trained = f"{config.sample_width * SPATIAL_COMPRESSION}x{config.sample_height * SPATIAL_COMPRESSION}"
+    got = f"{pixel_frames(t)} frames at {w * SPATIAL_COMPRESSION}x{h * SPATIAL_COMPRESSION}"
+    if (h, w) != (config.sample_height, config.sample_width) or t > latent_frames(max_frames):
+        return [
+            f"this model has learned positional embeddings trained for {max_frames} frames at {trained} "
+            f"(width x height) and fits only that size with at most {max_frames} frames; the latent is {got}. "
+            f"Set width x height to {trained} and frames to {max_frames} or fewer (4k+1)"
+        ]
+    return []
+
+
 def images_to_video(images: torch.Tensor) -> torch.Tensor:
     """ComfyUI IMAGE ``[F, H, W, C]`` in 0..1 -> one VAE pixel video ``[1, 3, F, H, W]`` in -1..1."""
     if images.ndim != 4:

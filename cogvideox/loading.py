@@ -56,7 +56,9 @@ class CogVideoXLoadError(ValueError):
 
 
 # --------------------------------------------------------------------------- files
-def _refuse_pickle(path: Path) -> None:
+def refuse_pickle(path: str | Path) -> None:
+    """Raise if ``path`` is a pickle checkpoint (by its suffix); it is never opened."""
+    path = Path(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise CogVideoXLoadError(
             f"refusing to load {path}: '{path.suffix}' files are Python pickles, which can run arbitrary "
@@ -77,7 +79,7 @@ def weight_files(path: str | Path, subfolder: str | None = None) -> tuple[list[P
     if not path.exists():
         raise CogVideoXLoadError(f"no such file or folder: {path}")
     if path.is_file():
-        _refuse_pickle(path)
+        refuse_pickle(path)
         if path.suffix.lower() != ".safetensors":
             raise CogVideoXLoadError(f"expected a .safetensors file, got {path.name}")
         return [path], None
@@ -104,7 +106,7 @@ def weight_files(path: str | Path, subfolder: str | None = None) -> tuple[list[P
         return singles, config
     pickles = sorted(p for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
     if pickles:
-        _refuse_pickle(pickles[0])
+        refuse_pickle(pickles[0])
     found = sorted(p.name for p in path.iterdir())[:10]
     raise CogVideoXLoadError(f"expected {SINGLE_FILE_NAME} or a *{INDEX_SUFFIX} with shards in {path}, found {found}")
 

@@ -14,7 +14,9 @@ import os
 from dataclasses import dataclass
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
+
+from .loading import refuse_pickle
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +85,21 @@ def read_t5(path: str) -> tuple[dict[str, torch.Tensor], dict]:
         raise ValueError(f"no .safetensors weights found in {path}")
     state_dict: dict[str, torch.Tensor] = {}
     for file in files:
+        refuse_pickle(file)  # never unpickled: named as the pickle it is
         if not file.endswith((".safetensors", ".sft")):
             raise ValueError(f"{os.path.basename(file)} is not a .safetensors file; only safetensors are read")
-        with safe_open(file, framework="pt") as f:
-            meta = f.metadata() or {}
-            if config is None and "config" in meta:
-                config = json.loads(meta["config"])
-            for key in f.keys():
-                state_dict[key] = f.get_tensor(key)
+        try:
+            with safe_open(file, framework="pt") as f:
+                meta = f.metadata() or {}
+                if config is None and "config" in meta:
+                    config = json.loads(meta["config"])
+                for key in f.keys():
+                    state_dict[key] = f.get_tensor(key)
+        except (SafetensorError, OSError) as err:
+            raise ValueError(
+                f"cannot read {os.path.basename(file)} as safetensors ({str(err).strip()}); the file is truncated "
+                "or not a safetensors file: download it again"
+            ) from err
     if "shared.weight" not in state_dict and "encoder.embed_tokens.weight" not in state_dict:
         sample = ", ".join(list(state_dict)[:3])
         raise ValueError(f"this is not a T5 encoder (expected 'shared.weight' and 'encoder.block.*'; found {sample})")

@@ -18,6 +18,7 @@ IMAGE_LATENT_KEY = "cogvideox_image_latent"
 IMAGE_SCALING_KEY = "cogvideox_image_latent_scaling"
 
 SIZE_TOOLTIP = "Pixels; a multiple of 16. 720x480 for CogVideoX 1.0, 1360x768 for 1.5."
+MAX_BATCH = 64
 FRAMES_TOOLTIP = "Video length in frames; 4k+1 (49 = 6 s at 8 fps for 1.0, 81 = 5 s at 16 fps for 1.5)."
 
 
@@ -29,7 +30,7 @@ def _size_inputs(frames_default: int = 49) -> dict:
             "INT",
             {"default": frames_default, "min": 1, "max": fr.MAX_FRAMES, "step": 4, "tooltip": FRAMES_TOOLTIP},
         ),
-        "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Videos generated at once."}),
+        "batch_size": ("INT", {"default": 1, "min": 1, "max": MAX_BATCH, "tooltip": "Videos generated at once."}),
     }
 
 
@@ -37,6 +38,9 @@ def _validate_size(node: str, width: int, height: int, frames_: int, batch_size:
     problems = fr.video_size_problems(width, height, frames_)
     if batch_size < 1:
         problems.append(f"batch_size={batch_size} must be at least 1")
+    elif batch_size > MAX_BATCH:
+        # VALIDATE_INPUTS replaces ComfyUI's own min/max check, so the widget's max is enforced here.
+        problems.append(f"batch_size={batch_size} is too large; use at most {MAX_BATCH} (queue more prompts instead)")
     return True if not problems else f"{node}: " + "; ".join(problems)
 
 

@@ -9,6 +9,7 @@ import comfy.utils
 import torch
 from PIL import Image
 
+from ..cogvideox import frames as fr
 from ..cogvideox import pipeline, preview
 from ..cogvideox.samplers import SAMPLERS
 from .common import CATEGORY, MODEL_TYPE, CogVideoXNodeError
@@ -142,6 +143,9 @@ class CogVideoXSampler:
                 "video latent [batch, 16, frames, height/8, width/8] from CogVideoX Empty "
                 "Latent (image latents of other models do not fit).",
             )
+        problems = fr.trained_size_problems(variant.transformer, tuple(samples.shape))
+        if problems:
+            raise CogVideoXNodeError(node, f"{'; '.join(problems)} in CogVideoX Image To Video.")
         if denoise <= 0:
             return (latent,)
 
@@ -173,7 +177,7 @@ class CogVideoXSampler:
                 callback=callback,
             )
         except FloatingPointError as e:
-            raise CogVideoXNodeError(node, str(e)) from e
+            raise CogVideoXNodeError(node, f"{e}: set weight_dtype to bf16 in CogVideoX Model Loader.") from e
         except ValueError as e:  # shape problems the model reports (channels, learned positions, ...)
             raise CogVideoXNodeError(node, str(e)) from e
         return ({**latent, "samples": out.to(mm.intermediate_device(), torch.float32)},)
