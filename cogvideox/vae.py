@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -37,7 +38,9 @@ from .vae_tiling import TileConfig, tiled_decode, tiled_encode
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CogVideoXVAE", "TileConfig", "frame_spans"]
+__all__ = ["BatchCallback", "CogVideoXVAE", "TileConfig", "frame_spans"]
+
+BatchCallback = Callable[[int, int], None]  # (frame batches done, total) of the current tile
 
 
 def frame_spans(n: int, batch: int | None) -> list[tuple[int, int]]:
@@ -150,25 +153,34 @@ class CogVideoXVAE(nn.Module):
         return contextlib.nullcontext() if self._needs_grad(x) else torch.no_grad()
 
     # -- frame-batched passes (one tile) ------------------------------------------------------
-    def _run_batched(self, x, batch, net, frames_out) -> torch.Tensor:
+    def _run_batched(self, x, batch, net, frames_out, callback: BatchCallback | None = None) -> torch.Tensor:
         spans = frame_spans(x.shape[2], batch)
         if len(spans) == 1:
-            return net(x, None)
+            out = net(x, None)
+            if callback is not None:
+                callback(1, 1)
+            return out
         cache: Cache = {}
         if torch.is_grad_enabled():
-            out = torch.cat([net(x[:, :, a:b], cache) for a, b in spans], dim=2)
+            parts = []
+            for i, (a, b) in enumerate(spans):
+                parts.append(net(x[:, :, a:b], cache))
+                if callback is not None:
+                    callback(i + 1, len(spans))
             cache.clear()
-            return out
+            return torch.cat(parts, dim=2)
         out = None
         t = 0
         total = sum(frames_out(b - a) for a, b in spans)
-        for a, b in spans:
+        for i, (a, b) in enumerate(spans):
             y = net(x[:, :, a:b], cache)
             if out is None:
                 out = y.new_empty(*y.shape[:2], total, *y.shape[3:])
             out[:, :, t : t + y.shape[2]] = y
             t += y.shape[2]
             del y
+            if callback is not None:
+                callback(i + 1, len(spans))
         cache.clear()
         return out
 
@@ -186,10 +198,12 @@ class CogVideoXVAE(nn.Module):
         levels = self.temporal_levels
         return self._run_batched(x, frame_batch, self._encode_net, lambda n: encoded_frames(n, levels))
 
-    def decode_tile(self, z: torch.Tensor, frame_batch: int | None) -> torch.Tensor:
-        """Pixels of one (untiled) latent video, in frame batches."""
+    def decode_tile(
+        self, z: torch.Tensor, frame_batch: int | None, callback: BatchCallback | None = None
+    ) -> torch.Tensor:
+        """Pixels of one (untiled) latent video, in frame batches; ``callback(done, total)`` after each."""
         levels = self.temporal_levels
-        return self._run_batched(z, frame_batch, self._decode_net, lambda n: decoded_frames(n, levels))
+        return self._run_batched(z, frame_batch, self._decode_net, lambda n: decoded_frames(n, levels), callback)
 
     # -- public API ---------------------------------------------------------------------------
     def encode_moments(
@@ -237,13 +251,18 @@ class CogVideoXVAE(nn.Module):
         *,
         frame_batch: int | None = 2,
         tile: TileConfig | bool | None = None,
+        callback: BatchCallback | None = None,
     ) -> torch.Tensor:
-        """Pixels ``[B, 3, F, H, W]`` (not clamped) from raw latents ``[B, C, T, h, w]``."""
+        """Pixels ``[B, 3, F, H, W]`` (not clamped) from raw latents ``[B, C, T, h, w]``.
+
+        ``callback(done, total)`` is called after every frame batch (of every tile); it may raise
+        to stop the decode (e.g. a user's interrupt) and may report progress.
+        """
         with self._grad_context(z):
             tile = TileConfig.resolve(tile, self.config)
             if tile is not None and tile.applies_to_latent(z.shape[-2:], self.spatial_factor):
-                return tiled_decode(self, z, tile, frame_batch)
-            return self.decode_tile(z, frame_batch)
+                return tiled_decode(self, z, tile, frame_batch, callback)
+            return self.decode_tile(z, frame_batch, callback)
 
     def forward(
         self,

@@ -144,8 +144,10 @@ def tiled_encode(vae: CogVideoXVAE, x: torch.Tensor, tile: TileConfig, frame_bat
     )
 
 
-def tiled_decode(vae: CogVideoXVAE, z: torch.Tensor, tile: TileConfig, frame_batch: int | None) -> torch.Tensor:
-    """Pixels decoded tile by tile from latents ``z``."""
+def tiled_decode(
+    vae: CogVideoXVAE, z: torch.Tensor, tile: TileConfig, frame_batch: int | None, callback=None
+) -> torch.Tensor:
+    """Pixels decoded tile by tile from latents ``z``; ``callback(done, total)`` after each frame batch."""
     factor = vae.spatial_factor
     lat_h, lat_w = tile.latent_size(factor)
     sh, sw = tile.tile_sample_min_height, tile.tile_sample_min_width
@@ -161,7 +163,7 @@ def tiled_decode(vae: CogVideoXVAE, z: torch.Tensor, tile: TileConfig, frame_bat
         blend,
         (sh - blend[0], sw - blend[1]),
         lambda n: n * factor,
-        lambda t: vae.decode_tile(t, frame_batch),
+        lambda t: vae.decode_tile(t, frame_batch, callback),
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import comfy.model_management as mm
+import comfy.utils
 import torch
 
 from ..cogvideox import frames as fr
@@ -94,9 +95,15 @@ def decode_latent(node: str, vae, latent: torch.Tensor, tiling: str = "auto", ti
     hw = (h * fr.SPATIAL_COMPRESSION, w * fr.SPATIAL_COMPRESSION)
     module, device, dtype = _vae_on_device(vae, b * fr.pixel_frames(t) * hw[0] * hw[1] * 3 * 64)
 
+    pbar = comfy.utils.ProgressBar(t)
+
+    def progress(done: int, total: int) -> None:
+        mm.throw_exception_if_processing_interrupted()  # Cancel stops the decode between frame batches
+        pbar.update_absolute(done, total)
+
     def run(tile):
         with torch.inference_mode():
-            return module.decode(latent.to(device, dtype), tile=tile)
+            return module.decode(latent.to(device, dtype), tile=tile, callback=progress)
 
     return _tiled(node, module, dtype, tiling, tile_size, hw, run, "decode").to("cpu", torch.float32)
 
