@@ -10,6 +10,7 @@ import itertools
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,9 +145,17 @@ def wait_running(client: ComfyClient, prompt_id: str, timeout: float = 120.0) ->
     raise TimeoutError(f"prompt {prompt_id} did not start within {timeout:.0f} s")
 
 
-def run_collecting_ws(client: ComfyClient, api: dict[str, Any], timeout: float = 300.0) -> list[dict[str, Any]]:
+def run_collecting_ws(
+    client: ComfyClient,
+    api: dict[str, Any],
+    timeout: float = 300.0,
+    on_message: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Queue ``api`` and return the JSON messages the server pushed on its websocket for it, in order,
-    up to the end of the prompt (what the frontend sees: ``executing``, ``progress``, ...)."""
+    up to the end of the prompt (what the frontend sees: ``executing``, ``progress``, ...).
+
+    ``on_message(message)`` sees each message as it arrives (e.g. to interrupt at a given point).
+    """
     import asyncio
 
     import aiohttp
@@ -165,6 +174,8 @@ def run_collecting_ws(client: ComfyClient, api: dict[str, Any], timeout: float =
                     if data.get("data", {}).get("prompt_id") not in (None, prompt_id):
                         continue
                     messages.append(data)
+                    if on_message is not None:
+                        on_message(data)
                     if data["type"] in ("execution_success", "execution_error", "execution_interrupted"):
                         return messages
         return messages
