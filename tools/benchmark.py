@@ -101,9 +101,13 @@ class Row:
 
     def markdown(self) -> str:
         ratio = self.ratio()
-        ref = "-" if self.ref is None else f"{self.ref:.3g} {self.unit}"
+        ref = "-" if self.ref is None else f"{_num(self.ref)} {self.unit}"
         r = "-" if ratio is None else f"**{ratio:.2f}x**"
-        return f"| {self.what} | {self.metric} | {r} | {self.ours:.3g} {self.unit} | {ref} | {self.target} |"
+        return f"| {self.what} | {self.metric} | {r} | {_num(self.ours)} {self.unit} | {ref} | {self.target} |"
+
+
+def _num(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
 # ----------------------------------------------------------------------------- transformer
@@ -329,22 +333,45 @@ def bench_pipeline(quick: bool, repeats: int, steps: int = 10) -> list[Row]:
 
 
 # ----------------------------------------------------------------------------- cache
+def _tiny_prompt_embeddings(model_cfg: TransformerConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Real prompt embeddings from the shipped tiny T5 (tools/tiny/train.py helpers), if usable."""
+    t5_path = ROOT / "tiny" / "text_encoders" / "cogvideox_tiny_t5.safetensors"
+    if not t5_path.exists():
+        return None
+    sys.path.insert(0, str(ROOT / "tools" / "tiny"))
+    try:
+        import train as tiny_train
+
+        t5, tok = tiny_train.load_t5(t5_path), tiny_train.tokenizer()
+        emb = tiny_train.encode_prompts(t5, tok, ["a red circle moving to the right", ""])
+    except (ImportError, OSError, KeyError, ValueError) as exc:
+        log.info("tiny T5 not usable (%s); random prompt embeddings", exc)
+        return None
+    finally:
+        sys.path.remove(str(ROOT / "tools" / "tiny"))
+    if emb.shape[-1] != model_cfg.text_embed_dim:
+        return None
+    return emb[:1], emb[1:]
+
+
 def cache_model(quick: bool):
-    """The shipped tiny model (tiny/*.safetensors) when present, else a random tiny-ish one."""
+    """The shipped tiny model (tiny/diffusion_models, tiny/vae) when present, else a random tiny-ish one."""
     from cogvideox.loading import load_transformer, load_vae
 
-    tiny = ROOT / "tiny"
-    tf_files = sorted(tiny.glob("*transformer*.safetensors")) if tiny.is_dir() else []
-    vae_files = sorted(tiny.glob("*vae*.safetensors")) if tiny.is_dir() else []
+    tf_files = sorted((ROOT / "tiny" / "diffusion_models").glob("*t2v*.safetensors"))
+    vae_files = sorted((ROOT / "tiny" / "vae").glob("*.safetensors"))
     if tf_files and vae_files:
         model, variant = load_transformer(tf_files[0], dtype=torch.float32)
         vae = load_vae(vae_files[0], dtype=torch.float32)
         return model.eval(), vae.eval(), variant, "shipped tiny model"
-    tcfg, vcfg, _ = tiny_ish(quick)
+    tcfg, vcfg, (t, h, w) = tiny_ish(quick)
     model = randomize(CogVideoXTransformer(tcfg).eval(), seed=0)
     torch.manual_seed(0)
     vae = CogVideoXVAE(vcfg).eval()
-    return model, vae, dataclasses.replace(VARIANTS["5b"], transformer=tcfg), "random tiny-ish model"
+    variant = dataclasses.replace(
+        VARIANTS["5b"], transformer=tcfg, frames=(t - 1) * 4 + 1, height=h * 8, width=w * 8
+    )
+    return model, vae, variant, "random tiny-ish model"
 
 
 def bench_cache(quick: bool, repeats: int, threshold: float, steps: int) -> list[Row]:
@@ -353,11 +380,16 @@ def bench_cache(quick: bool, repeats: int, threshold: float, steps: int) -> list
     model, vae, variant, name = cache_model(quick)
     cfg = model.config
     p = cfg.patch_size
-    h, w = cfg.sample_height // p * p, cfg.sample_width // p * p
-    t = 2 if quick else (cfg.sample_frames - 1) // cfg.temporal_compression_ratio + 1
-    gen = torch.Generator().manual_seed(5)
-    pos = torch.randn(1, cfg.max_text_seq_length, cfg.text_embed_dim, generator=gen)
-    neg = torch.zeros(1, cfg.max_text_seq_length, cfg.text_embed_dim)
+    h, w = variant.height // 8 // p * p, variant.width // 8 // p * p
+    t = 2 if quick else (variant.frames - 1) // cfg.temporal_compression_ratio + 1
+    embeddings = _tiny_prompt_embeddings(cfg) if name == "shipped tiny model" else None
+    if embeddings is None:
+        gen = torch.Generator().manual_seed(5)
+        embeddings = (
+            torch.randn(1, cfg.max_text_seq_length, cfg.text_embed_dim, generator=gen),
+            torch.zeros(1, cfg.max_text_seq_length, cfg.text_embed_dim),
+        )
+    pos, neg = embeddings
     stats = {}
 
     def run(th: float):
@@ -397,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--only", choices=["transformer", "vae", "pipeline", "cache"])
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3, quick 1)")
-    parser.add_argument("--cache-threshold", type=float, default=0.1)
+    parser.add_argument("--cache-threshold", type=float, default=0.5)
     parser.add_argument("--cache-steps", type=int, default=50)
     parser.add_argument("--out", default=None, help="markdown output (default artifacts/benchmark.md when full)")
     parser.add_argument("--vae-child", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
