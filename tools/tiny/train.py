@@ -319,7 +319,9 @@ def diffusion_loss(model, latent_set, emb, empty, idx, table, scale, gen, i2v=Fa
     return F.mse_loss(v, target)
 
 
-def train_transformer(model, args, steps, lr, gen, latent_set, emb, empty, table, scale, i2v=False, tag="t2v"):
+def train_transformer(
+    model, args, steps, lr, gen, latent_set, emb, empty, table, scale, i2v=False, tag="t2v", save=None
+):
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     t0, running = time.time(), None
@@ -337,6 +339,8 @@ def train_transformer(model, args, steps, lr, gen, latent_set, emb, empty, table
         if step % args.log_every == 0 or step == steps - 1:
             log.info("%s step %d/%d loss %.4f (avg %.4f) (%.0f s)", tag, step, steps, loss.item(), running,
                      time.time() - t0)
+        if save is not None and args.save_every and (step + 1) % args.save_every == 0:
+            save(ema)  # a checkpoint of the EMA weights, so a run can be stopped early
     log.info("%s: %d params, %d steps in %.0f s, final avg loss %.4f", tag,
              sum(p.numel() for p in model.parameters()), steps, time.time() - t0, running)
     return ema
@@ -365,10 +369,22 @@ def _prepare(args):
 def stage_t2v(args) -> None:
     scale, latent_set, emb, empty, table = _prepare(args)
     gen = set_seed(args.seed + 3)
-    model = CogVideoXTransformer(T2V_CONFIG).train()
-    ema = train_transformer(model, args, args.t2v_steps, args.lr, gen, latent_set, emb, empty, table, scale)
+    model = CogVideoXTransformer(T2V_CONFIG)
+    if args.resume:  # continue from the t2v model already written (the shipped one was trained in two runs)
+        from cogvideox.loading import load_transformer
+
+        model.load_state_dict(load_transformer(T2V_PATH)[0].state_dict())
+        gen = set_seed(args.seed + 13)
+    model.train().requires_grad_(True)
     T2V_PATH.parent.mkdir(parents=True, exist_ok=True)
-    save_safetensors(ema, T2V_PATH, T2V_CONFIG, extra={"variant": variant_metadata("tiny-t2v", scale)})
+
+    def save(m):
+        save_safetensors(m, T2V_PATH, T2V_CONFIG, extra={"variant": variant_metadata("tiny-t2v", scale)})
+
+    ema = train_transformer(
+        model, args, args.t2v_steps, args.lr, gen, latent_set, emb, empty, table, scale, save=save
+    )
+    save(ema)
     log.info("wrote %s", T2V_PATH)
 
 
@@ -383,10 +399,17 @@ def stage_i2v(args) -> None:
     w = state["patch_embed.proj.weight"]  # [D, 16, p, p] -> [D, 32, p, p], new channels zero
     state["patch_embed.proj.weight"] = torch.cat([w, torch.zeros_like(w)], dim=1)
     model.load_state_dict(state, strict=True)
+    if args.resume:  # continue from the i2v model already written instead
+        model.load_state_dict(load_transformer(I2V_PATH)[0].state_dict())
+        gen = set_seed(args.seed + 14)
     model.train().requires_grad_(True)
+
+    def save(m):
+        save_safetensors(m, I2V_PATH, I2V_CONFIG, extra={"variant": variant_metadata("tiny-i2v", scale)})
+
     ema = train_transformer(model, args, args.i2v_steps, args.lr_i2v, gen, latent_set, emb, empty, table, scale,
-                            i2v=True, tag="i2v")
-    save_safetensors(ema, I2V_PATH, I2V_CONFIG, extra={"variant": variant_metadata("tiny-i2v", scale)})
+                            i2v=True, tag="i2v", save=save)
+    save(ema)
     log.info("wrote %s", I2V_PATH)
 
 
@@ -399,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vae-batch", type=int, default=4)
     p.add_argument("--lr-vae", type=float, default=2e-3)
     p.add_argument("--kl-weight", type=float, default=1e-3)
-    p.add_argument("--resume", action="store_true", help="vae: continue training the VAE already written")
+    p.add_argument("--resume", action="store_true", help="continue training the model the stage already wrote")
     p.add_argument("--clips", type=int, default=1536, help="clips pre-encoded for the transformers")
     p.add_argument("--t2v-steps", type=int, default=1500)
     p.add_argument("--i2v-steps", type=int, default=600)
@@ -408,6 +431,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr-i2v", type=float, default=5e-4)
     p.add_argument("--ema", type=float, default=0.998)
     p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--save-every", type=int, default=100, help="transformers: checkpoint the EMA every N steps")
     p.add_argument("--out", type=Path, default=ROOT / "tiny", help="output folder (default: the shipped tiny/)")
     args = p.parse_args(argv)
     global T5_PATH, VAE_PATH, T2V_PATH, I2V_PATH
