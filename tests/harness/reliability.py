@@ -180,4 +180,9 @@ def run_collecting_ws(
                         return messages
         return messages
 
-    return asyncio.run(collect())
+    # Its own thread: playwright's sync API (browser tests in the same session) keeps an event
+    # loop running in the main thread, where asyncio.run() refuses to start another.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, collect()).result()
