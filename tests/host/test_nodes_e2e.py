@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from harness.host import ExecutionFailed, output_files
 
+from cogvideox import synthetic
 from cogvideox.video_io import read_video
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,21 +101,24 @@ def test_decoded_frames_feed_a_core_image_node(comfy_client):
 
 
 def test_a_core_image_feeds_image_to_video(comfy_client):
+    """A first frame made only with core image nodes (a red square composited on grey) drives I2V."""
     api = _api("image_to_video")
     i2v = next(k for k, n in api.items() if n["class_type"] == "CogVideoXImageToVideo")
     size = api[i2v]["inputs"]
-    api["95"] = {
-        "class_type": "EmptyImage",
-        "inputs": {"width": 96, "height": 80, "batch_size": 1, "color": 0xCC2020},
+    api["95"] = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0x383838}}
+    api["96"] = {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 1, "color": 0xE61F1F}}
+    api["97"] = {
+        "class_type": "ImageCompositeMasked",
+        "inputs": {"destination": ["95", 0], "source": ["96", 0], "x": 24, "y": 24, "resize_source": False},
     }
-    api[i2v]["inputs"]["image"] = ["95", 0]
-    next(n for n in api.values() if n["class_type"] == "CogVideoXSampler")["inputs"]["steps"] = 4
+    api[i2v]["inputs"]["image"] = ["97", 0]
     entry = comfy_client.run(api, timeout=600)
     (_, frames, info) = _videos(comfy_client, entry)[0]
     assert (info.frames, info.height, info.width) == (size["frames"], size["height"], size["width"])
-    # the first frame is the (resized) solid red image
-    first = frames[0].reshape(-1, 3).mean(0)
-    assert first[0] > 0.5 and first[1] < 0.35 and first[2] < 0.35, f"first frame mean colour {first.tolist()}"
+    first = frames[0].permute(2, 0, 1) * 2 - 1  # [3, H, W] in -1..1
+    assert synthetic.dominant_colour(first) == "red", "the first frame lost the red square of the core image"
+    x, y = synthetic.centroids(first.unsqueeze(1))[0].tolist()
+    assert abs(x - 32) < 6 and abs(y - 32) < 6, f"the square moved from the centre in frame 0: {(x, y)}"
 
 
 def test_interrupt_during_sampling_then_next_prompt_runs(comfy_client):
