@@ -160,21 +160,23 @@ def test_tiny_files_carry_their_variant(t2v, i2v, vae):
     assert (v_t2v.frames, v_t2v.width, v_t2v.height) == (9, 64, 64)
 
 
-@pytest.mark.xfail(
-    reason="the shipped tiny model is below the 90% known-answer target (measured 25% T2V, 12.5% I2V on "
-    "2026-11-23; issue 5 stays open until it is retrained); the test still runs and reports each prompt",
-    strict=False,
-)
+def test_text_to_video_draws_the_asked_colour(t2v, vae, encode_text):
+    prompts = [synthetic.caption_for(*case) for case in T2V_CASES]
+    videos = generate(*t2v, vae, encode_text, prompts)
+    colours = [synthetic.video_colour(v) for v in videos]
+    good = sum(got == case[0] for got, case in zip(colours, T2V_CASES, strict=True))
+    assert good / len(prompts) >= MIN_ACCURACY, list(zip(prompts, colours, strict=True))
+
+
+# Measured on the shipped weights: colour 16/16, colour + direction 4/16 (t2v);
+# i2v 1/8 with frame-0 PSNR 16-24 dB. The model is undertrained for motion (see tiny/MODEL_CARD.md).
+@pytest.mark.xfail(reason="tiny model not trained enough for motion yet: 4/16 directions right", strict=False)
 def test_text_to_video_draws_the_asked_colour_moving_the_asked_way(t2v, vae, encode_text):
     accuracy, lines = t2v_report(*t2v, vae, encode_text)
     assert accuracy >= MIN_ACCURACY, "\n".join(lines)
 
 
-@pytest.mark.xfail(
-    reason="the shipped tiny model is below the 90% known-answer target (measured 25% T2V, 12.5% I2V on "
-    "2026-11-23; issue 5 stays open until it is retrained); the test still runs and reports each prompt",
-    strict=False,
-)
+@pytest.mark.xfail(reason="tiny i2v not trained enough: 1/8 cases, worst frame-0 PSNR 16 dB", strict=False)
 def test_image_to_video_keeps_the_first_frame_and_moves_as_captioned(i2v, vae, encode_text):
     accuracy, worst_psnr, lines = i2v_report(*i2v, vae, encode_text)
     assert accuracy >= MIN_ACCURACY, "\n".join(lines)
