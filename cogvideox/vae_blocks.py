@@ -15,8 +15,9 @@ last ``kernel_t - 1`` frames of that conv's padded input from the previous frame
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,16 @@ def set_stream_chunk_bytes(n: int) -> int:
     global STREAM_CHUNK_BYTES
     old, STREAM_CHUNK_BYTES = STREAM_CHUNK_BYTES, int(n)
     return old
+
+
+@contextlib.contextmanager
+def stream_chunk_budget(n: int) -> Iterator[None]:
+    """Use a streamed chunk budget of ``n`` bytes inside the ``with`` block (tiled passes use 1)."""
+    old = set_stream_chunk_bytes(n)
+    try:
+        yield
+    finally:
+        set_stream_chunk_bytes(old)
 
 
 def _chunk_frames(bytes_per_frame: int) -> int:
