@@ -12,7 +12,9 @@ import comfy.text_encoders.sd3_clip
 import comfy.text_encoders.t5
 import folder_paths
 
-from ..cogvideox import loading
+from ..cogvideox import loading, quant
+from ..cogvideox.attention import available_backends, set_attention_backend
+from ..cogvideox.compile import compile_blocks
 from ..cogvideox.text import read_t5
 from .common import (
     CATEGORY,
@@ -28,6 +30,9 @@ from .common import (
 )
 
 log = logging.getLogger(__name__)
+
+# Optional weight storage of the block linears (cogvideox/quant.py); "default" keeps weight_dtype.
+WEIGHT_STORAGE = {"default": None, "fp8_e4m3fn": "fp8", "fp8_e5m2": "fp8_e5m2", "bf16": "bf16", "fp16": "fp16"}
 
 
 class CogVideoXModelLoader:
@@ -60,10 +65,37 @@ class CogVideoXModelLoader:
                         "fp32 on the CPU. Use bf16 if fp16 gives black or NaN frames.",
                     },
                 ),
-            }
+            },
+            "optional": {
+                "weight_storage": (
+                    list(WEIGHT_STORAGE),
+                    {
+                        "default": "default",
+                        "tooltip": "How the big linear layers of the transformer blocks are stored. default: in "
+                        "weight_dtype. fp8_e4m3fn / fp8_e5m2: a quarter of fp32's memory (per-tensor scale), "
+                        "upcast to weight_dtype for each matmul. bf16 / fp16: half of fp32, same upcast.",
+                    },
+                ),
+                "attention": (
+                    available_backends(),
+                    {
+                        "default": "sdpa",
+                        "tooltip": "Attention kernel: sdpa (PyTorch, default), math (reference, slow), "
+                        "sage (only listed when sageattention is installed).",
+                    },
+                ),
+                "compile": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "tooltip": "torch.compile each transformer block. The first run compiles (minutes); "
+                        "later runs of the same size are faster. Needs a working compiler toolchain.",
+                    },
+                ),
+            },
         }
 
-    def execute(self, model_name, weight_dtype):
+    def execute(self, model_name, weight_dtype, weight_storage="default", attention="sdpa", compile=False):
         path = resolve_model_path(self.DISPLAY_NAME, "diffusion_models", model_name)
         load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
         dtype = torch_dtype(weight_dtype, load_device)
@@ -71,8 +103,16 @@ class CogVideoXModelLoader:
             model, variant = loading.load_transformer(path, dtype=dtype, device=offload_device)
         except loading.CogVideoXLoadError as e:
             raise CogVideoXNodeError(self.DISPLAY_NAME, f"cannot load {model_name!r}: {e}") from e
+        try:
+            if WEIGHT_STORAGE.get(weight_storage):
+                quant.store_weights(model, WEIGHT_STORAGE[weight_storage], compute_dtype=dtype)
+            set_attention_backend(model, attention)
+        except ValueError as e:
+            raise CogVideoXNodeError(self.DISPLAY_NAME, f"{e}. Pick another option.") from e
+        if compile:
+            compile_blocks(model)
         patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
-        log.info("CogVideoX: loaded %s as variant %s (%s)", model_name, variant.name, dtype)
+        log.info("CogVideoX: loaded %s as variant %s (%s, storage %s)", model_name, variant.name, dtype, weight_storage)
         return (CogVideoXModel(patcher, variant, source=model_name), variant.name)
 
 

@@ -110,11 +110,39 @@ class CogVideoXSampler:
                     },
                 ),
             },
+            "optional": {
+                "cache_threshold": (
+                    "FLOAT",
+                    {
+                        "default": 0.0,
+                        "min": 0.0,
+                        "max": 5.0,
+                        "step": 0.01,
+                        "round": 0.001,
+                        "tooltip": "Step caching (TeaCache-like): skip the transformer on steps whose "
+                        "timestep-modulated input changed less than this in total since the last computed step, "
+                        "reusing that step's residual. 0 = off (exact). Higher is faster and less faithful; "
+                        "0.5 gave 1.8x at 40 dB PSNR on the shipped tiny model (50 steps).",
+                    },
+                ),
+            },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     def execute(
-        self, model, positive, negative, latent, seed, steps, cfg, scheduler, dynamic_cfg, denoise, unique_id=None
+        self,
+        model,
+        positive,
+        negative,
+        latent,
+        seed,
+        steps,
+        cfg,
+        scheduler,
+        dynamic_cfg,
+        denoise,
+        cache_threshold=0.0,
+        unique_id=None,
     ):
         node = self.DISPLAY_NAME
         variant = model.variant
@@ -145,7 +173,11 @@ class CogVideoXSampler:
             )
         problems = fr.trained_size_problems(variant.transformer, tuple(samples.shape))
         if problems:
-            raise CogVideoXNodeError(node, f"{'; '.join(problems)} in CogVideoX Image To Video.")
+            raise CogVideoXNodeError(
+                node,
+                f"{'; '.join(problems)} in the node that makes the latent "
+                "(CogVideoX Empty Latent, CogVideoX Image To Video or CogVideoX Video To Video).",
+            )
         if denoise <= 0:
             return (latent,)
 
@@ -175,6 +207,7 @@ class CogVideoXSampler:
                 image_latent=None if image_latent is None else image_latent.to(device, torch.float32),
                 image_latent_scaling=pos_extra.get(IMAGE_SCALING_KEY, "diffusers"),
                 callback=callback,
+                cache_threshold=cache_threshold,
             )
         except FloatingPointError as e:
             raise CogVideoXNodeError(node, f"{e}: set weight_dtype to bf16 in CogVideoX Model Loader.") from e
