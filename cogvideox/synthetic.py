@@ -203,3 +203,15 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of two images/videos in [-1, 1] (peak-to-peak 2)."""
     mse = float(((a.float().clamp(-1, 1) - b.float().clamp(-1, 1)) ** 2).mean())
     return float("inf") if mse == 0 else 10 * math.log10(4.0 / mse)
+
+
+def first_frame_shift(frame: torch.Tensor, image: torch.Tensor, threshold: float = 0.35) -> float:
+    """Distance in pixels between the object centroids of ``frame`` and ``image`` (both ``[3, H, W]``).
+
+    ``inf`` when either has no object.
+    """
+    a = centroids(frame[:, None], threshold)[0]
+    b = centroids(image[:, None], threshold)[0]
+    if torch.isnan(a).any() or torch.isnan(b).any():
+        return float("inf")
+    return float((a - b).norm())

@@ -70,7 +70,10 @@ def test_sharded_folder_and_single_file_agree(name, reference, tmp_path):
             image_rotary_emb=None if name != "5b-i2v" else _rope(cfg, x),
             return_dict=False,
         )[0].permute(0, 2, 1, 3, 4)
-    assert torch.equal(a, b)
+    sa, sb = from_folder.state_dict(), from_file.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)  # bit-identical weights
+    # the outputs may differ in the last bits: kernels round differently on differently aligned buffers
+    assert (a - b).abs().max() <= 1e-5, (a - b).abs().max()
     if name == "5b-i2v":
         assert (a - expected).abs().max() <= 1e-5
 

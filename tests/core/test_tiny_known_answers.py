@@ -8,6 +8,7 @@ helpers take the model and variant as arguments so a broken copy can be checked 
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import itertools
 import json
@@ -30,7 +31,11 @@ I2V_FILE = TINY / "diffusion_models" / "cogvideox_tiny_i2v.safetensors"
 STEPS = 20
 CFG = 6.0
 MIN_ACCURACY = 0.9
-MIN_FIRST_FRAME_PSNR = 24.0  # dB, decoded frame 0 vs the conditioning image
+# Frame 0 is "kept" when it is as close to the given image as the tiny VAE itself can bring it
+# back (its own encode-decode round trip of that image: 21.9-26.2 dB on the cases below), less
+# this margin, and the object sits where it was.
+FIRST_FRAME_MARGIN_DB = 3.0
+MAX_FIRST_FRAME_SHIFT = 3.0  # px, centroid of frame 0 vs the image's
 LATENT = (16, 3, 8, 8)  # [C, T, h, w] for 9 frames at 64x64
 
 
@@ -132,7 +137,14 @@ I2V_CASES = [
 ]
 
 
+def vae_ceiling(vae, images: torch.Tensor) -> list[float]:
+    """PSNR of the VAE's own encode-decode round trip of each image ``[N, 3, 1, H, W]``."""
+    with torch.no_grad():
+        return [synthetic.psnr(vae.decode(vae.encode(im[None])).clamp(-1, 1)[0], im) for im in images]
+
+
 def i2v_report(model, variant, vae, encode_text, seed=0) -> tuple[float, float, list[str]]:
+    """(all checks right, colour and motion right) as shares of the cases, and a line per case."""
     images = torch.stack(
         [
             synthetic.render(colour, shape, torch.tensor([start]), object_size=17.0)
@@ -141,15 +153,22 @@ def i2v_report(model, variant, vae, encode_text, seed=0) -> tuple[float, float, 
     )  # [N, 3, 1, H, W]
     prompts = [synthetic.caption_for(c, s, d) for c, s, d, _ in I2V_CASES]
     videos = generate(model, variant, vae, encode_text, prompts, seed=seed, image=images)
-    lines, good, psnrs = [], 0, []
-    for (colour, _, direction, _), prompt, image, video in zip(I2V_CASES, prompts, images, videos, strict=True):
+    lines, good, moves = [], 0, 0
+    for (colour, _, direction, _), prompt, image, video, ceiling in zip(
+        I2V_CASES, prompts, images, videos, vae_ceiling(vae, images), strict=True
+    ):
         p = synthetic.psnr(video[:, 0], image[:, 0])
-        psnrs.append(p)
+        shift = synthetic.first_frame_shift(video[:, 0], image[:, 0])
+        kept = p >= ceiling - FIRST_FRAME_MARGIN_DB and shift <= MAX_FIRST_FRAME_SHIFT
         got = (synthetic.video_colour(video), synthetic.motion_direction(video))
-        ok = got == (colour, direction) and p >= MIN_FIRST_FRAME_PSNR
+        ok = got == (colour, direction) and kept
         good += ok
-        lines.append(f"{'ok ' if ok else 'BAD'} {prompt!r}: frame-0 PSNR {p:.1f} dB, colour {got[0]}, moves {got[1]}")
-    return good / len(prompts), min(psnrs), lines
+        moves += got == (colour, direction)
+        lines.append(
+            f"{'ok ' if ok else 'BAD'} {prompt!r}: frame-0 PSNR {p:.1f} dB (VAE round trip {ceiling:.1f}), "
+            f"shift {shift:.1f} px, colour {got[0]}, moves {got[1]}"
+        )
+    return good / len(prompts), moves / len(prompts), lines
 
 
 def test_tiny_files_carry_their_variant(t2v, i2v, vae):
@@ -168,16 +187,45 @@ def test_text_to_video_draws_the_asked_colour(t2v, vae, encode_text):
     assert good / len(prompts) >= MIN_ACCURACY, list(zip(prompts, colours, strict=True))
 
 
-# Measured on the shipped weights: colour 16/16, colour + direction 4/16 (t2v);
-# i2v 1/8 with frame-0 PSNR 16-24 dB. The model is undertrained for motion (see tiny/MODEL_CARD.md).
-@pytest.mark.xfail(reason="tiny model not trained enough for motion yet: 4/16 directions right", strict=False)
+# The issue's target is 90%. Measured on the shipped weights (tiny/MODEL_CARD.md): text-to-video
+# colour + direction right in 0.75 / 0.75 / 0.69 / 0.50 / 0.62 of the 16 prompts at seeds 0, 1, 2,
+# 3, 42 (chance: 0.25; the RoPE-only model before learned positions: 0.25). Below the target the
+# test asserts a floor far above chance (so a model that ignores the direction fails) and then
+# reports the target as an expected failure with the measured number.
+MIN_T2V_FLOOR = 0.5
+MIN_I2V_FLOOR = 0.5
+
+
 def test_text_to_video_draws_the_asked_colour_moving_the_asked_way(t2v, vae, encode_text):
     accuracy, lines = t2v_report(*t2v, vae, encode_text)
-    assert accuracy >= MIN_ACCURACY, "\n".join(lines)
+    assert accuracy >= MIN_T2V_FLOOR, "\n".join(lines)
+    if accuracy < MIN_ACCURACY:
+        pytest.xfail(f"below the 90% target: {accuracy:.0%} of 16 prompts right\n" + "\n".join(lines))
 
 
-@pytest.mark.xfail(reason="tiny i2v not trained enough: 1/8 cases, worst frame-0 PSNR 16 dB", strict=False)
 def test_image_to_video_keeps_the_first_frame_and_moves_as_captioned(i2v, vae, encode_text):
-    accuracy, worst_psnr, lines = i2v_report(*i2v, vae, encode_text)
-    assert accuracy >= MIN_ACCURACY, "\n".join(lines)
-    assert worst_psnr >= MIN_FIRST_FRAME_PSNR, "\n".join(lines)
+    accuracy, motion, lines = i2v_report(*i2v, vae, encode_text)
+    assert motion >= MIN_I2V_FLOOR, "\n".join(lines)
+    if accuracy < MIN_ACCURACY:
+        pytest.xfail(f"below the 90% target: {accuracy:.0%} of 8 cases right\n" + "\n".join(lines))
+
+
+def _sign_flipped(model):
+    """A copy whose v-prediction has the wrong sign (the output projection negated)."""
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.proj_out.weight.neg_()
+        broken.proj_out.bias.neg_()
+    return broken
+
+
+def test_the_text_to_video_check_fails_when_the_v_prediction_sign_is_flipped(t2v, vae, encode_text):
+    model, variant = t2v
+    accuracy, lines = t2v_report(_sign_flipped(model), variant, vae, encode_text)
+    assert accuracy < 0.5, "\n".join(lines)
+
+
+def test_the_image_to_video_check_fails_when_the_v_prediction_sign_is_flipped(i2v, vae, encode_text):
+    model, variant = i2v
+    accuracy, motion, lines = i2v_report(_sign_flipped(model), variant, vae, encode_text)
+    assert accuracy < 0.5 and motion < MIN_I2V_FLOOR, "\n".join(lines)

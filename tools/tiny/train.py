@@ -6,11 +6,12 @@
 Stages (each reads what the earlier ones wrote):
 - ``t5``: a 2-layer T5 v1.1 encoder with frozen random weights (fixed seed), Hugging Face keys.
 - ``vae``: a narrow 3D causal VAE (the real architecture) on synthetic clips, reconstruction + KL.
-- ``t2v``: a tiny text-to-video transformer (3D RoPE, like 5B), v-prediction on the CogVideoX
-  schedule, latents scaled by the measured 1/std of the tiny VAE latents, 10% empty prompts.
+- ``t2v``: a tiny text-to-video transformer (3D RoPE plus learned absolute positions, the
+  5B-I2V layout), v-prediction on the CogVideoX schedule, latents scaled by the measured 1/std of
+  the tiny VAE latents, 10% empty prompts; ``--high-t`` draws a share of each batch at high noise.
 - ``i2v``: fine-tuned from t2v with 32 input channels (first-frame latent, zero-padded in time,
   concatenated on channels; new input channels start at zero), conditioning frame noise-augmented
-  with sigma = exp(N(-3, 0.5)) in pixel space before encoding.
+  with a fresh sigma = exp(N(-3, 0.5)) per sample and step in pixel space, then encoded.
 
 CPU only, deterministic (fixed seeds, fixed thread count). Wall times are logged per stage.
 """
@@ -96,11 +97,16 @@ T2V_CONFIG = TransformerConfig(
     sample_height=8,
     sample_frames=synthetic.FRAMES,
     use_rotary_positional_embeddings=True,
+    # RoPE alone gives only relative positions: at high noise the model cannot place the object
+    # left or right, top or bottom, so the caption's direction is never learned. Learned absolute
+    # positions on top of RoPE (the released 5B-I2V layout) let it lay the motion out.
+    use_learned_positional_embeddings=True,
 )
 I2V_CONFIG = T2V_CONFIG.replace(in_channels=32)
 SCHEDULER = "dpm"
 SNR_SHIFT = 1.0
 DROP_TEXT = 0.1
+HIGH_T = [0.0, 700]  # (share of each batch, lowest t) drawn from [t, 999] instead of uniform; --high-t
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -114,6 +120,14 @@ def lr_at(step: int, total: int, peak: float, warmup: int = 50) -> float:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))  # cosine to 10% of peak
+
+
+def trainable_positions(model: CogVideoXTransformer) -> CogVideoXTransformer:
+    """Make the learned position table (a buffer at inference, as upstream) a trained parameter."""
+    table = model.patch_embed.pos_embedding
+    if table is not None:
+        model.patch_embed.pos_embedding = torch.nn.Parameter(table.detach().clone())
+    return model
 
 
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
@@ -272,25 +286,36 @@ def stage_vae(args) -> None:
 
 # -------------------------------------------------------------------------- transformers
 class LatentSet:
-    """Pre-encoded clips: posterior moments, (I2V) noise-augmented first-frame moments, caption ids."""
+    """Pre-encoded clips: posterior moments, first frames (pixels, for I2V), caption ids.
+
+    The I2V conditioning is made per training step (``image_condition``): the first frame is
+    noise-augmented with a fresh sigma = exp(N(-3, 0.5)) each time it is drawn, then encoded,
+    as the reference I2V training did (random strength, not tied to the timestep).
+    """
 
     def __init__(self, vae: CogVideoXVAE, count: int, gen: torch.Generator, batch: int = 32, i2v: bool = False):
-        means, conds, captions = [], [], []
+        means, firsts, captions = [], [], []
+        self.vae = vae
         with torch.no_grad():
             for start in range(0, count, batch):
                 x, clips = synthetic.make_batch(gen, min(batch, count - start))
                 means.append(torch.cat(vae.encode_moments(x), dim=1))  # [B, 32, T, h, w]: mean, logvar
-                if i2v:  # the first frame, noise-augmented (sigma = exp(N(-3, 0.5)) per clip), encoded
-                    image = noise_augment(x[:, :, :1], "auto", gen)  # [B, 3, 1, H, W]
-                    conds.append(torch.cat(vae.encode_moments(image), dim=1))  # [B, 32, 1, h, w]
+                if i2v:
+                    firsts.append(x[:, :, :1].clone())  # [B, 3, 1, H, W]
                 captions += [c.caption for c in clips]
         self.moments = torch.cat(means)  # [N, 32, T, h, w]
-        self.cond = torch.cat(conds) if conds else None  # [N, 32, 1, h, w]
+        self.first = torch.cat(firsts) if firsts else None  # [N, 3, 1, H, W]
         self.prompts = sorted(set(captions))
         self.caption_index = torch.tensor([self.prompts.index(c) for c in captions])  # [N]
 
     def __len__(self) -> int:
         return self.moments.shape[0]
+
+    @torch.no_grad()
+    def image_condition(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Noise-augmented (fresh sigma per sample and step), encoded first frames: moments ``[B, 32, 1, h, w]``."""
+        image = noise_augment(self.first[idx], "auto", gen)  # [B, 3, 1, H, W]
+        return torch.cat(self.vae.encode_moments(image), dim=1)
 
 
 def _draw(moments: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -304,6 +329,9 @@ def diffusion_loss(model, latent_set, emb, empty, idx, table, scale, gen, i2v=Fa
     b = idx.numel()
     x0 = _draw(latent_set.moments[idx], gen) * scale  # [B, 16, T, h, w]
     t = torch.randint(0, table.numel(), (b,), generator=gen)
+    if HIGH_T[0] > 0:  # a share of the batch at high noise, where the caption decides the layout
+        high = torch.rand(b, generator=gen) < HIGH_T[0]
+        t = torch.where(high, torch.randint(HIGH_T[1], table.numel(), (b,), generator=gen), t)
     a = table[t].float().view(b, 1, 1, 1, 1)
     eps = torch.randn(x0.shape, generator=gen)
     xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
@@ -312,7 +340,7 @@ def diffusion_loss(model, latent_set, emb, empty, idx, table, scale, gen, i2v=Fa
     drop = torch.rand(b, generator=gen) < DROP_TEXT
     context = torch.where(drop.view(b, 1, 1), empty.expand_as(context), context)
     if i2v:
-        img = _draw(latent_set.cond[idx], gen) * scale  # [B, 16, 1, h, w]
+        img = _draw(latent_set.image_condition(idx, gen), gen) * scale  # [B, 16, 1, h, w]
         pad = img.new_zeros(b, img.shape[1], x0.shape[2] - 1, *img.shape[3:])
         xt = torch.cat([xt, torch.cat([img, pad], dim=2)], dim=1)  # [B, 32, T, h, w]
     v = model(xt, t, context)
@@ -373,9 +401,12 @@ def stage_t2v(args) -> None:
     if args.resume:  # continue from the t2v model already written (the shipped one was trained in two runs)
         from cogvideox.loading import load_transformer
 
-        model.load_state_dict(load_transformer(T2V_PATH)[0].state_dict())
+        # a RoPE-only checkpoint gains zero learned positions (the same function to start from)
+        missing, unexpected = model.load_state_dict(load_transformer(T2V_PATH)[0].state_dict(), strict=False)
+        if unexpected or set(missing) - {"patch_embed.pos_embedding"}:
+            raise ValueError(f"cannot resume from {T2V_PATH}: missing {missing}, unexpected {unexpected}")
         gen = set_seed(args.seed + 13)
-    model.train().requires_grad_(True)
+    trainable_positions(model).train().requires_grad_(True)
     T2V_PATH.parent.mkdir(parents=True, exist_ok=True)
 
     def save(m):
@@ -402,7 +433,7 @@ def stage_i2v(args) -> None:
     if args.resume:  # continue from the i2v model already written instead
         model.load_state_dict(load_transformer(I2V_PATH)[0].state_dict())
         gen = set_seed(args.seed + 14)
-    model.train().requires_grad_(True)
+    trainable_positions(model).train().requires_grad_(True)
 
     def save(m):
         save_safetensors(m, I2V_PATH, I2V_CONFIG, extra={"variant": variant_metadata("tiny-i2v", scale)})
@@ -429,6 +460,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-i2v", type=float, default=5e-4)
+    p.add_argument("--high-t", type=float, default=0.0,
+                   help="share of each transformer batch with t drawn from [700, 999] (the layout-deciding steps)")
     p.add_argument("--ema", type=float, default=0.998)
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--save-every", type=int, default=100, help="transformers: checkpoint the EMA every N steps")
@@ -436,6 +469,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     global T5_PATH, VAE_PATH, T2V_PATH, I2V_PATH
     T5_PATH, VAE_PATH, T2V_PATH, I2V_PATH = _paths(args.out)
+    HIGH_T[0] = args.high_t
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
