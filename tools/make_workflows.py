@@ -192,22 +192,23 @@ def _thumbnail(host: ComfyHost, api: dict, dest: Path) -> None:
 
 
 def make_example_inputs(folder: Path) -> None:
-    """The example inputs the workflows load: a first frame and a short source video (64x64)."""
+    """The example inputs the workflows load, drawn like the tiny model's training clips (64x64):
+    a first frame (a blue square near the top) and a 9-frame source video (a yellow square moving
+    right). 9 frames: the tiny models have learned positions for at most 9 frames at 64x64."""
     import torch
     from PIL import Image
 
     sys.path.insert(0, str(ROOT))
+    from cogvideox import synthetic
     from cogvideox.video_io import write_video
 
     folder.mkdir(parents=True, exist_ok=True)
-    frame = torch.full((64, 64, 3), 0.25)
-    frame[20:36, 8:24] = torch.tensor([0.15, 0.35, 0.95])  # a blue square, upper left
-    Image.fromarray((frame * 255).round().byte().numpy()).save(folder / FIRST_FRAME)
-    video = torch.full((17, 64, 64, 3), 0.25)
-    for i in range(17):  # a yellow square moving right
-        x = 6 + 2 * i
-        video[i, 24:40, x : x + 16] = torch.tensor([0.95, 0.85, 0.1])
-    write_video(str(folder / SOURCE_VIDEO), video, 8.0, crf=12)
+    first = synthetic.render("blue", "square", torch.tensor([[22.0, 18.0]]), 17.0)  # [3, 1, H, W] in [-1, 1]
+    pixels = ((first[:, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte()  # [H, W, 3]
+    Image.fromarray(pixels.numpy()).save(folder / FIRST_FRAME)
+    centres = torch.stack([torch.linspace(18.0, 44.0, 9), torch.full((9,), 32.0)], dim=1)  # [9, (x, y)]
+    video = synthetic.render("yellow", "square", centres, 17.0)  # [3, 9, H, W]
+    write_video(str(folder / SOURCE_VIDEO), ((video + 1) / 2).permute(1, 2, 3, 0).contiguous(), 8.0, crf=12)
 
 
 def main(argv: list[str] | None = None) -> int:
