@@ -6,26 +6,15 @@ from __future__ import annotations
 import copy
 import json
 import re
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
-from harness.host import output_files
+from harness.known_answers import run_video
 
 from cogvideox import synthetic
-from cogvideox.video_io import read_video
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _run(client, api: dict) -> torch.Tensor:
-    entry = client.wait(client.queue(api), timeout=300)
-    record = next(r for r in output_files(entry) if r["filename"].endswith(".mp4"))
-    tmp = Path(tempfile.mkdtemp()) / record["filename"]
-    tmp.write_bytes(client.view(record["filename"], record["subfolder"], record["type"]))
-    frames, _ = read_video(str(tmp))  # [F, H, W, 3] in 0..1
-    return frames.permute(3, 0, 1, 2) * 2 - 1  # [3, F, H, W] in [-1, 1]
 
 
 def _variant(loader: dict | None = None, sampler: dict | None = None) -> dict:
@@ -41,23 +30,24 @@ def _variant(loader: dict | None = None, sampler: dict | None = None) -> dict:
 
 @pytest.fixture(scope="module")
 def reference(comfy_client) -> torch.Tensor:
-    return _run(comfy_client, _variant({"weight_storage": "default", "attention": "sdpa"}, {"cache_threshold": 0.0}))
+    defaults = _variant({"weight_storage": "default", "attention": "sdpa"}, {"cache_threshold": 0.0})
+    return run_video(comfy_client, defaults)
 
 
 def test_fp8_weight_storage_changes_the_weights_but_keeps_the_video(comfy_client, reference):
-    video = _run(comfy_client, _variant({"weight_storage": "fp8_e4m3fn"}))
+    video = run_video(comfy_client, _variant({"weight_storage": "fp8_e4m3fn"}))
     assert not torch.equal(video, reference), "fp8 storage had no effect"
     assert synthetic.psnr(video, reference) > 20.0
     assert synthetic.video_colour(video) == synthetic.video_colour(reference)
 
 
 def test_the_math_attention_backend_gives_the_same_video(comfy_client, reference):
-    video = _run(comfy_client, _variant({"attention": "math"}))
+    video = run_video(comfy_client, _variant({"attention": "math"}))
     assert synthetic.psnr(video, reference) > 40.0
 
 
 def test_step_caching_skips_steps_and_keeps_the_video(comfy_host, comfy_client, reference):
-    video = _run(comfy_client, _variant(sampler={"cache_threshold": 0.5}))
+    video = run_video(comfy_client, _variant(sampler={"cache_threshold": 0.5}))
     runs = re.findall(r"step cache: ran (\d+) of (\d+) steps", comfy_host.log_text())
     assert runs, "the sampler did not report its step cache"
     ran, total = map(int, runs[-1])

@@ -106,7 +106,7 @@ I2V_CONFIG = T2V_CONFIG.replace(in_channels=32)
 SCHEDULER = "dpm"
 SNR_SHIFT = 1.0
 DROP_TEXT = 0.1
-HIGH_T = [0.0, 700]  # (share of each batch, lowest t) drawn from [t, 999] instead of uniform; --high-t
+HIGH_T_MIN = 700  # --high-t draws that share of each batch from t in [HIGH_T_MIN, 999] instead of [0, 999]
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -324,14 +324,14 @@ def _draw(moments: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen)
 
 
-def diffusion_loss(model, latent_set, emb, empty, idx, table, scale, gen, i2v=False):
+def diffusion_loss(model, latent_set, emb, empty, idx, table, scale, gen, i2v=False, high_t=0.0):
     """v-prediction MSE on the CogVideoX schedule; ``i2v``: the image latent concatenated on channels."""
     b = idx.numel()
     x0 = _draw(latent_set.moments[idx], gen) * scale  # [B, 16, T, h, w]
     t = torch.randint(0, table.numel(), (b,), generator=gen)
-    if HIGH_T[0] > 0:  # a share of the batch at high noise, where the caption decides the layout
-        high = torch.rand(b, generator=gen) < HIGH_T[0]
-        t = torch.where(high, torch.randint(HIGH_T[1], table.numel(), (b,), generator=gen), t)
+    if high_t > 0:  # a share of the batch at high noise, where the caption decides the layout
+        high = torch.rand(b, generator=gen) < high_t
+        t = torch.where(high, torch.randint(HIGH_T_MIN, table.numel(), (b,), generator=gen), t)
     a = table[t].float().view(b, 1, 1, 1, 1)
     eps = torch.randn(x0.shape, generator=gen)
     xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
@@ -357,7 +357,7 @@ def train_transformer(
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr)
         idx = torch.randint(0, len(latent_set), (args.batch,), generator=gen)
-        loss = diffusion_loss(model, latent_set, emb, empty, idx, table, scale, gen, i2v)
+        loss = diffusion_loss(model, latent_set, emb, empty, idx, table, scale, gen, i2v, args.high_t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -469,7 +469,6 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     global T5_PATH, VAE_PATH, T2V_PATH, I2V_PATH
     T5_PATH, VAE_PATH, T2V_PATH, I2V_PATH = _paths(args.out)
-    HIGH_T[0] = args.high_t
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)

@@ -1,0 +1,80 @@
+"""The tiny model's known-answer cases and checks, shared by the library-level test
+(``tests/core/test_tiny_known_answers.py``) and the through-the-nodes test
+(``tests/host/test_tiny_known_answers_host.py``)."""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from pathlib import Path
+
+import torch
+
+from cogvideox import synthetic
+from cogvideox.video_io import read_video
+from harness.host import output_files
+
+MIN_ACCURACY = 0.9  # the issue's target; below it the tests assert the floor and xfail with the number
+MIN_FLOOR = 0.5  # far above chance (0.25): a model that ignores the caption's direction fails
+# Frame 0 is "kept" when it is as close to the given image as the tiny VAE itself brings it back
+# (its own encode-decode round trip: 21.9-26.2 dB on the cases below), less this margin, and the
+# object sits where it was.
+FIRST_FRAME_MARGIN_DB = 3.0
+MAX_FIRST_FRAME_SHIFT = 3.0  # px, centroid of frame 0 vs the image's
+
+T2V_CASES = [
+    (colour, shape, direction)
+    for (colour, direction), shape in zip(
+        itertools.product(synthetic.PALETTE, synthetic.DIRECTIONS), itertools.cycle(synthetic.SHAPES), strict=False
+    )
+]  # 16 prompts: every colour x direction, the shapes taking turns
+
+I2V_CASES = [  # colour, shape, captioned direction, start centre (x, y) leaving room to move
+    ("red", "square", "right", (18.0, 24.0)),
+    ("green", "circle", "left", (46.0, 40.0)),
+    ("blue", "triangle", "down", (30.0, 18.0)),
+    ("yellow", "square", "up", (36.0, 46.0)),
+    ("blue", "circle", "right", (16.0, 44.0)),
+    ("yellow", "triangle", "left", (44.0, 22.0)),
+    ("red", "circle", "up", (22.0, 46.0)),
+    ("green", "square", "down", (44.0, 18.0)),
+]
+
+
+def first_frame(case) -> torch.Tensor:
+    """The conditioning image of an I2V case: ``[3, 1, H, W]`` in [-1, 1]."""
+    colour, shape, _, start = case
+    return synthetic.render(colour, shape, torch.tensor([start]), object_size=17.0)
+
+
+def vae_round_trip_psnr(vae, image: torch.Tensor) -> float:
+    """PSNR of the VAE's own encode-decode round trip of ``image [3, 1, H, W]``: the best frame 0 can be."""
+    with torch.no_grad():
+        return synthetic.psnr(vae.decode(vae.encode(image[None])).clamp(-1, 1)[0], image)
+
+
+def judge_t2v(video: torch.Tensor, colour: str, direction: str) -> tuple[bool, str]:
+    """Colour and motion of ``video [3, F, H, W]`` as asked: (ok, what was seen)."""
+    got = (synthetic.video_colour(video), synthetic.motion_direction(video))
+    return got == (colour, direction), f"colour {got[0]}, moves {got[1]}"
+
+
+def judge_i2v(video: torch.Tensor, image: torch.Tensor, ceiling: float, colour: str, direction: str):
+    """(all checks, colour and motion only, what was seen) for ``video`` from ``image [3, H, W]``."""
+    psnr = synthetic.psnr(video[:, 0], image)
+    shift = synthetic.first_frame_shift(video[:, 0], image)
+    moves, seen = judge_t2v(video, colour, direction)
+    kept = psnr >= ceiling - FIRST_FRAME_MARGIN_DB and shift <= MAX_FIRST_FRAME_SHIFT
+    what = f"frame-0 PSNR {psnr:.1f} dB (VAE round trip {ceiling:.1f}), shift {shift:.1f} px, {seen}"
+    return moves and kept, moves, what
+
+
+def run_video(client, api: dict) -> torch.Tensor:
+    """Queue ``api`` in the host, wait, read back its one MP4: ``[3, F, H, W]`` in [-1, 1]."""
+    entry = client.wait(client.queue(api), timeout=300)
+    videos = [r for r in output_files(entry) if r["filename"].endswith(".mp4")]
+    assert len(videos) == 1, output_files(entry)
+    tmp = Path(tempfile.mkdtemp()) / videos[0]["filename"]
+    tmp.write_bytes(client.view(videos[0]["filename"], videos[0]["subfolder"], videos[0]["type"]))
+    frames, _ = read_video(str(tmp))  # [F, H, W, 3] in 0..1
+    return frames.permute(3, 0, 1, 2) * 2 - 1
