@@ -19,9 +19,9 @@ from .configs import VAEConfig
 from .vae_blocks import stream_chunk_budget
 
 # Tiles are chosen to save memory, so their passes stream frame by frame (a chunk budget of one
-# byte rounds up to one frame): measured on the real-size VAE, 64x96 px tiles, 5 latent frames,
-# peak RSS 354 MiB at an 8 MiB budget and 450 MiB at 16 MiB (48 MiB, the untiled default: more),
-# for about 5% more time than the default budget.
+# byte rounds up to one frame) instead of in chunks of up to 48 MiB. Real-size VAE, 64x96 px tiles,
+# latent 5x15x22 (`tools/benchmark.py --only vae`, 2 threads): peak RSS 453 MiB, 0.46x diffusers';
+# with 1 thread a 16 MiB budget peaked at 450 MiB and 8 MiB at 354 MiB. About 5% slower.
 TILED_STREAM_CHUNK_BYTES = 1
 
 if TYPE_CHECKING:
