@@ -324,8 +324,11 @@ def _draw(moments: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen)
 
 
-def diffusion_loss(model, latent_set, emb, empty, idx, table, scale, gen, i2v=False, high_t=0.0):
-    """v-prediction MSE on the CogVideoX schedule; ``i2v``: the image latent concatenated on channels."""
+def diffusion_loss(model, latent_set, emb, empty, idx, table, scale, gen, i2v=False, high_t=0.0, first_weight=1.0):
+    """v-prediction MSE on the CogVideoX schedule; ``i2v``: the image latent concatenated on channels.
+
+    ``first_weight`` scales the loss of latent frame 0 (the frame I2V must copy from its condition).
+    """
     b = idx.numel()
     x0 = _draw(latent_set.moments[idx], gen) * scale  # [B, 16, T, h, w]
     t = torch.randint(0, table.numel(), (b,), generator=gen)
@@ -344,7 +347,11 @@ def diffusion_loss(model, latent_set, emb, empty, idx, table, scale, gen, i2v=Fa
         pad = img.new_zeros(b, img.shape[1], x0.shape[2] - 1, *img.shape[3:])
         xt = torch.cat([xt, torch.cat([img, pad], dim=2)], dim=1)  # [B, 32, T, h, w]
     v = model(xt, t, context)
-    return F.mse_loss(v, target)
+    if first_weight == 1.0:
+        return F.mse_loss(v, target)
+    weight = torch.ones(1, 1, x0.shape[2], 1, 1)  # [1, 1, T, 1, 1]
+    weight[:, :, 0] = first_weight
+    return ((v - target).pow(2) * weight).mean() / weight.mean()
 
 
 def train_transformer(
@@ -357,7 +364,8 @@ def train_transformer(
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr)
         idx = torch.randint(0, len(latent_set), (args.batch,), generator=gen)
-        loss = diffusion_loss(model, latent_set, emb, empty, idx, table, scale, gen, i2v, args.high_t)
+        first_weight = args.first_frame_weight if i2v else 1.0
+        loss = diffusion_loss(model, latent_set, emb, empty, idx, table, scale, gen, i2v, args.high_t, first_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -419,27 +427,85 @@ def stage_t2v(args) -> None:
     log.info("wrote %s", T2V_PATH)
 
 
+def widen_heads(state: dict[str, torch.Tensor], dim: int, gen: torch.Generator, jitter: float = 0.01) -> dict:
+    """Twice the attention heads (inner dim ``dim`` -> ``2 * dim``), the same function (Net2Net).
+
+    Every hidden vector ``h`` becomes ``[h, h]``: heads ``n..2n-1`` copy heads ``0..n-1``, layer
+    norms see the same mean and variance, linears that read the hidden state take half the weight
+    from each copy, and the timestep MLP reads the even frequencies of the wider sinusoid (which
+    are the narrow one's). ``jitter`` (relative) noise on the copied weights breaks the symmetry
+    so the copies can learn different things.
+    """
+
+    def noisy(t: torch.Tensor) -> torch.Tensor:
+        return t + torch.randn(t.shape, generator=gen) * (jitter * float(t.std()) if t.numel() > 1 else 0.0)
+
+    def chunks(t: torch.Tensor, axis: int) -> torch.Tensor:  # [.., k*D, ..] -> [.., k*2D, ..], each chunk doubled
+        k = t.shape[axis] // dim
+        parts = t.split(dim, dim=axis)
+        return torch.cat([p for part in parts for p in (part, noisy(part))][: 2 * k], dim=axis)
+
+    def reads(t: torch.Tensor) -> torch.Tensor:  # [O, k*D] -> [O, k*2D], half the weight from each copy
+        return chunks(t / 2, 1)
+
+    out = {}
+    for name, t in state.items():
+        if name == "time_embedding.linear_1.weight":  # [T, D] over [cos | sin] of D/2 frequencies each
+            half = dim // 2
+            wide = torch.zeros(t.shape[0], 2 * dim)
+            wide[:, 0 : dim : 2] = t[:, :half]  # cos, frequency k -> 2k of the wider sinusoid
+            wide[:, dim :: 2] = t[:, half:]  # sin
+            out[name] = wide
+        elif name.startswith("time_embedding") or ".norm_q." in name or ".norm_k." in name:
+            out[name] = t.clone()  # time_embed_dim and head_dim are unchanged
+        elif name == "patch_embed.pos_embedding":
+            out[name] = chunks(t, 2)
+        elif name == "proj_out.weight":
+            out[name] = reads(t)
+        elif name == "proj_out.bias":
+            out[name] = t.clone()
+        elif t.ndim == 1 or name.startswith("patch_embed") or name.endswith("norm1.linear.weight") or name.endswith(
+            "norm2.linear.weight"
+        ) or name == "norm_out.linear.weight":
+            out[name] = chunks(t, 0)  # writes the hidden state (or D-sized chunks of it)
+        else:  # q, k, v, attention out, feed-forward: read and write hidden-sized axes
+            out[name] = chunks(reads(t), 0)
+    return out
+
+
 def stage_i2v(args) -> None:
     from cogvideox.loading import load_transformer
 
     scale, latent_set, emb, empty, table = _prepare(args)
     gen = set_seed(args.seed + 4)
-    base, _ = load_transformer(T2V_PATH)
-    model = CogVideoXTransformer(I2V_CONFIG)
-    state = {k: v.clone() for k, v in base.state_dict().items()}
-    w = state["patch_embed.proj.weight"]  # [D, 16, p, p] -> [D, 32, p, p], new channels zero
-    state["patch_embed.proj.weight"] = torch.cat([w, torch.zeros_like(w)], dim=1)
-    model.load_state_dict(state, strict=True)
-    if args.resume:  # continue from the i2v model already written instead
-        model.load_state_dict(load_transformer(I2V_PATH)[0].state_dict())
-        gen = set_seed(args.seed + 14)
+    config = I2V_CONFIG.replace(num_attention_heads=args.i2v_heads)
+    model = CogVideoXTransformer(config)
+    if args.resume:  # continue from the i2v model already written (twice as wide: its heads copied)
+        before = load_transformer(I2V_PATH)[0]
+        state, heads = before.state_dict(), before.config.num_attention_heads
+        if args.i2v_heads == 2 * heads:
+            state = widen_heads(state, before.config.inner_dim, torch.Generator().manual_seed(args.seed + 24))
+        elif args.i2v_heads != heads:
+            raise ValueError(f"--i2v-heads {args.i2v_heads}: {I2V_PATH} has {heads} heads; keep or double them")
+        model.load_state_dict(state, strict=True)
+        gen = set_seed(args.seed + (14 if args.i2v_heads == heads else 15))
+    else:  # from the t2v model, the 16 new input channels (the image latent) of patch_embed.proj at zero
+        base, _ = load_transformer(T2V_PATH)
+        if args.i2v_heads != base.config.num_attention_heads:
+            raise ValueError("--i2v-heads other than the t2v model's needs --resume of an i2v model to widen")
+        state = {k: v.clone() for k, v in base.state_dict().items()}
+        w = state["patch_embed.proj.weight"]  # [D, 16, p, p] -> [D, 32, p, p], new channels zero
+        state["patch_embed.proj.weight"] = torch.cat([w, torch.zeros_like(w)], dim=1)
+        model.load_state_dict(state, strict=True)
     trainable_positions(model).train().requires_grad_(True)
 
     def save(m):
-        save_safetensors(m, I2V_PATH, I2V_CONFIG, extra={"variant": variant_metadata("tiny-i2v", scale)})
+        save_safetensors(m, I2V_PATH, config, extra={"variant": variant_metadata("tiny-i2v", scale)})
 
-    ema = train_transformer(model, args, args.i2v_steps, args.lr_i2v, gen, latent_set, emb, empty, table, scale,
-                            i2v=True, tag="i2v", save=save)
+    ema = train_transformer(
+        model, args, args.i2v_steps, args.lr_i2v, gen, latent_set, emb, empty, table, scale, i2v=True, tag="i2v",
+        save=save,
+    )
     save(ema)
     log.info("wrote %s", I2V_PATH)
 
@@ -462,6 +528,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr-i2v", type=float, default=5e-4)
     p.add_argument("--high-t", type=float, default=0.0,
                    help="share of each transformer batch with t drawn from [700, 999] (the layout-deciding steps)")
+    p.add_argument("--first-frame-weight", type=float, default=1.0,
+                   help="i2v: loss weight of latent frame 0, the frame copied from the condition")
+    p.add_argument("--i2v-heads", type=int, default=T2V_CONFIG.num_attention_heads,
+                   help="i2v attention heads; with --resume, twice the written model's widens it (heads copied)")
     p.add_argument("--ema", type=float, default=0.998)
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--save-every", type=int, default=100, help="transformers: checkpoint the EMA every N steps")
