@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from .configs import VAEConfig
+from .quant import weight_bytes
 from .vae_tiling import TileConfig, auto_tile
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,16 @@ def enable_block_swap(
         swap.handles.append(block.register_forward_hook(swap._post))
     log.info("block swap: %d of %d blocks on %s, computing on %s", len(swapped), len(blocks), offload, compute)
     return swap
+
+
+def resident_bytes(model: nn.Module, count: int) -> int:
+    """Bytes of weights ``enable_block_swap(model, count, ...)`` holds on the compute device at
+    once: everything but the swapped blocks, plus the largest swapped block (the one running)."""
+    blocks = list(getattr(model, "transformer_blocks", []))
+    swapped = blocks[: max(0, min(count, len(blocks)))]
+    if not swapped:
+        return weight_bytes(model)
+    return weight_bytes(model) - sum(weight_bytes(b) for b in swapped) + max(weight_bytes(b) for b in swapped)
 
 
 # ----------------------------------------------------------------------------- free memory

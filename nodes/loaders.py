@@ -92,10 +92,23 @@ class CogVideoXModelLoader:
                         "later runs of the same size are faster. Needs a working compiler toolchain.",
                     },
                 ),
+                "block_swap": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 64,
+                        "tooltip": "Block swap: keep this many transformer blocks in CPU RAM and move each to the "
+                        "GPU only while it runs, to fit big models in little VRAM (slower: one copy per block "
+                        "and step). 0 = off. Has no effect without a GPU.",
+                    },
+                ),
             },
         }
 
-    def execute(self, model_name, weight_dtype, weight_storage="default", attention="sdpa", compile=False):
+    def execute(
+        self, model_name, weight_dtype, weight_storage="default", attention="sdpa", compile=False, block_swap=0
+    ):
         path = resolve_model_path(self.DISPLAY_NAME, "diffusion_models", model_name)
         load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
         dtype = torch_dtype(weight_dtype, load_device)
@@ -113,7 +126,8 @@ class CogVideoXModelLoader:
             compile_blocks(model)
         patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
         log.info("CogVideoX: loaded %s as variant %s (%s, storage %s)", model_name, variant.name, dtype, weight_storage)
-        return (CogVideoXModel(patcher, variant, source=model_name), variant.name)
+        model_out = CogVideoXModel(patcher, variant, source=model_name, options={"block_swap": int(block_swap)})
+        return (model_out, variant.name)
 
 
 class CogVideoXVAELoader:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import comfy.model_management as mm
 import comfy.utils
@@ -11,6 +13,7 @@ from PIL import Image
 
 from ..cogvideox import frames as fr
 from ..cogvideox import pipeline, preview
+from ..cogvideox.offload import enable_block_swap, resident_bytes
 from ..cogvideox.samplers import SAMPLERS
 from .common import CATEGORY, MODEL_TYPE, CogVideoXNodeError
 from .latents import IMAGE_LATENT_KEY, IMAGE_SCALING_KEY
@@ -34,6 +37,34 @@ def _context(node: str, conditioning, which: str) -> tuple[torch.Tensor, dict]:
             "expected text embeddings [1, 226, 4096] from CogVideoX Text Encode.",
         )
     return cond, extra
+
+
+@contextlib.contextmanager
+def _on_device(node: str, model) -> Iterator[torch.device]:
+    """Put the transformer where it computes, for the length of the ``with``.
+
+    Without block swap ComfyUI's memory manager loads all of it. With the loader's ``block_swap``
+    > 0 the memory manager only makes room for the part that stays on the GPU, the swapped blocks
+    stay in CPU RAM and move in and out around their forward, and afterwards the whole model goes
+    back to the offload device (so the manager's view stays true). Without a GPU both devices are
+    the CPU and the moves are no-ops (the same code runs, which is what the tests exercise).
+    """
+    patcher = model.patcher
+    count = int(model.options.get("block_swap", 0))
+    device, offload = torch.device(patcher.load_device), torch.device(patcher.offload_device)
+    if count <= 0:
+        mm.load_models_gpu([patcher])
+        yield device
+        return
+    mm.free_memory(resident_bytes(patcher.model, count) + mm.minimum_inference_memory(), device)
+    swap = enable_block_swap(patcher.model, count, device, offload)
+    try:
+        yield device
+    finally:
+        swap.remove()
+        patcher.model.to(offload)
+        log.info("%s: block swap moved %d blocks in during the run", node, swap.loads)
+        mm.soft_empty_cache()
 
 
 class CogVideoXSampler:
@@ -181,9 +212,6 @@ class CogVideoXSampler:
         if denoise <= 0:
             return (latent,)
 
-        patcher = model.patcher
-        mm.load_models_gpu([patcher])
-        device = patcher.load_device
         pbar = comfy.utils.ProgressBar(steps, node_id=unique_id)
 
         def callback(step: int, total: int, x0: torch.Tensor):
@@ -192,23 +220,24 @@ class CogVideoXSampler:
             pbar.update_absolute(step + 1, total, ("JPEG", image, PREVIEW_SIZE))
 
         try:
-            out = pipeline.sample(
-                patcher.model,
-                variant,
-                samples.to(device, torch.float32),
-                pos.to(device),
-                neg.to(device),
-                steps=steps,
-                cfg=cfg,
-                sampler=scheduler,
-                seed=seed,
-                denoise=denoise,
-                dynamic_cfg=dynamic_cfg,
-                image_latent=None if image_latent is None else image_latent.to(device, torch.float32),
-                image_latent_scaling=pos_extra.get(IMAGE_SCALING_KEY, "diffusers"),
-                callback=callback,
-                cache_threshold=cache_threshold,
-            )
+            with _on_device(node, model) as device:
+                out = pipeline.sample(
+                    model.patcher.model,
+                    variant,
+                    samples.to(device, torch.float32),
+                    pos.to(device),
+                    neg.to(device),
+                    steps=steps,
+                    cfg=cfg,
+                    sampler=scheduler,
+                    seed=seed,
+                    denoise=denoise,
+                    dynamic_cfg=dynamic_cfg,
+                    image_latent=None if image_latent is None else image_latent.to(device, torch.float32),
+                    image_latent_scaling=pos_extra.get(IMAGE_SCALING_KEY, "diffusers"),
+                    callback=callback,
+                    cache_threshold=cache_threshold,
+                )
         except FloatingPointError as e:
             raise CogVideoXNodeError(node, f"{e}: set weight_dtype to bf16 in CogVideoX Model Loader.") from e
         except ValueError as e:  # shape problems the model reports (channels, learned positions, ...)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cogvideox.configs import VAEConfig
-from cogvideox.offload import auto_decode_tile, enable_block_swap, free_memory
+from cogvideox.offload import auto_decode_tile, enable_block_swap, free_memory, resident_bytes
 from cogvideox.quant import LowPrecisionLinear, store_weights, weight_bytes
 from cogvideox.transformer import CogVideoXTransformer
 from cogvideox.vae_tiling import TileConfig, auto_tile
@@ -68,6 +68,17 @@ def test_block_swap_cpu_to_cpu_equals_no_swap(model_and_inputs):
     with torch.no_grad():
         swapped(*inputs)
     assert swap.loads == 1 and swapped.transformer_blocks[0].execution_device is None
+
+
+def test_resident_bytes_counts_what_stays_on_the_compute_device(model_and_inputs):
+    model = model_and_inputs[0]
+    total = weight_bytes(model)
+    block = weight_bytes(model.transformer_blocks[0])  # the blocks are alike
+    n = len(model.transformer_blocks)
+    assert resident_bytes(model, 0) == total
+    assert resident_bytes(model, 1) == total  # one block off, the same one back while it runs
+    assert resident_bytes(model, n) == total - (n - 1) * block
+    assert resident_bytes(model, 99) == resident_bytes(model, n)
 
 
 def test_block_swap_validates(model_and_inputs):
