@@ -162,11 +162,14 @@ def test_text_to_video_draws_the_asked_colour_moving_the_asked_way(t2v, vae, enc
         pytest.xfail(f"below the 90% target: {accuracy:.0%} of 16 prompts right\n" + "\n".join(lines))
 
 
+# Image-to-video, measured on the shipped weights: all checks right in 8/8, 8/8, 7/8, 8/8, 7/8 of the
+# cases at seeds 0, 1, 2, 3, 42 (the 4-head model before widening: 3/8 at seed 0). The 90% target
+# is asserted outright at seed 0.
+
+
 def test_image_to_video_keeps_the_first_frame_and_moves_as_captioned(i2v, vae, encode_text):
-    accuracy, motion, lines = i2v_report(*i2v, vae, encode_text)
-    assert motion >= MIN_FLOOR, "\n".join(lines)
-    if accuracy < MIN_ACCURACY:
-        pytest.xfail(f"below the 90% target: {accuracy:.0%} of 8 cases right\n" + "\n".join(lines))
+    accuracy, _, lines = i2v_report(*i2v, vae, encode_text)
+    assert accuracy >= MIN_ACCURACY, "\n".join(lines)
 
 
 def _sign_flipped(model):
@@ -188,3 +191,14 @@ def test_the_image_to_video_check_fails_when_the_v_prediction_sign_is_flipped(i2
     model, variant = i2v
     accuracy, motion, lines = i2v_report(_sign_flipped(model), variant, vae, encode_text)
     assert accuracy < 0.5 and motion < MIN_FLOOR, "\n".join(lines)
+
+
+def test_the_image_to_video_check_fails_when_the_image_latent_is_dropped(i2v, vae, encode_text):
+    """A copy that never sees the first frame (the image-latent input channels zeroed) must fail the
+    frame-0 check: the image conditioning is what the check measures."""
+    model, variant = i2v
+    blind = copy.deepcopy(model)
+    with torch.no_grad():
+        blind.patch_embed.proj.weight[:, 16:] = 0  # [D, 32, p, p]: channels 16.. read the image latent
+    accuracy, _, lines = i2v_report(blind, variant, vae, encode_text)
+    assert accuracy < 0.5, "\n".join(lines)

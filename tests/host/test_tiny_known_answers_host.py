@@ -85,9 +85,8 @@ def test_image_to_video_through_the_nodes_keeps_the_first_frame_and_moves_as_cap
         moves += moved
         lines.append(f"{'ok ' if ok else 'BAD'} {prompt!r} from {start}: {what}")
     print("\n".join([f"image-to-video through the nodes: {good}/{len(I2V_CASES)}", *lines]))
-    assert moves / len(I2V_CASES) >= MIN_FLOOR, "\n".join(lines)  # colour and captioned motion
-    if good / len(I2V_CASES) < MIN_ACCURACY:
-        pytest.xfail(f"below the 90% target: {good}/{len(I2V_CASES)}\n" + "\n".join(lines))
+    # Measured on the shipped weights: 8/8 (tiny/MODEL_CARD.md). The target is asserted outright.
+    assert good / len(I2V_CASES) >= MIN_ACCURACY, "\n".join(lines)
 
 
 @pytest.mark.parametrize("stem", ["text_to_video", "image_to_video"])
