@@ -142,6 +142,13 @@ class _ProjAct(nn.Module):
         return self.act(self.proj(x))
 
 
+# Without autograd the feed-forward runs over this many tokens at a time, so its [rows, 4D]
+# intermediate stays in cache between the two matmuls and the GELU (the same numbers: each token
+# is computed alone either way). 512 x 2048 floats: 0.225 s against 0.277 s for the whole
+# [2, 4516, 512] at once on 2 cores (measured; 256: 0.240 s, 1024: 0.246 s).
+FF_CHUNK_ROWS = 512
+
+
 class FeedForward(nn.Module):
     def __init__(self, dim: int, act: str, dropout: float = 0.0, mult: int = 4):
         super().__init__()
@@ -152,6 +159,18 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(compute_dtype(self.net[0].proj))
-        for layer in self.net:
-            x = layer(x)
-        return x
+        rows = x.shape[:-1].numel()
+        if torch.is_grad_enabled() or rows <= FF_CHUNK_ROWS:
+            for layer in self.net:
+                x = layer(x)
+            return x
+        flat = x.reshape(rows, x.shape[-1])  # [B, S, D] -> [B*S, D]
+        out = None
+        for a in range(0, rows, FF_CHUNK_ROWS):
+            h = flat[a : a + FF_CHUNK_ROWS]  # [rows', D] -> [rows', 4D] -> [rows', D]
+            for layer in self.net:
+                h = layer(h)
+            if out is None:
+                out = h.new_empty(rows, h.shape[-1])
+            out[a : a + h.shape[0]] = h
+        return out.view(*x.shape[:-1], out.shape[-1])  # [B*S, D] -> [B, S, D]

@@ -152,8 +152,8 @@ class CogVideoXSampler:
                         "round": 0.001,
                         "tooltip": "Step caching (TeaCache-like): skip the transformer on steps whose "
                         "timestep-modulated input changed less than this in total since the last computed step, "
-                        "reusing that step's residual. 0 = off (exact). Higher is faster and less faithful; "
-                        "0.5 gave 1.8x at 40 dB PSNR on the shipped tiny model (50 steps).",
+                        "reusing that step's residual. 0 = off (exact). Higher is faster and less faithful. "
+                        "On the shipped tiny model (50 steps): 0.2 gave 1.25x at 35 dB PSNR, 0.5 gave 1.75x at 27 dB.",
                     },
                 ),
             },

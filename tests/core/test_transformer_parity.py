@@ -174,3 +174,18 @@ def test_step_cache_hook_and_modulated_input(tiny_transformer_configs, randomize
         hooked = ours(x, timestep, ctx)
     assert torch.equal(plain, hooked)
     assert seen["mod"].shape == (2, 3 * 4 * 6, cfg.inner_dim)
+
+
+def test_feed_forward_in_token_chunks_equals_the_whole():
+    """Without autograd the feed-forward runs FF_CHUNK_ROWS tokens at a time; per-token math, so
+    the result matches the one-pass (autograd) path."""
+    from cogvideox.attention import FF_CHUNK_ROWS, FeedForward
+
+    torch.manual_seed(0)
+    ff = FeedForward(32, "gelu-approximate").eval()
+    x = torch.randn(2, FF_CHUNK_ROWS + 37, 32)  # [B, S, D]: several chunks, a ragged last one
+    with torch.no_grad():
+        chunked = ff(x)
+    whole = ff(x).detach()
+    assert chunked.shape == whole.shape
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
