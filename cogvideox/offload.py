@@ -110,9 +110,8 @@ def resident_bytes(model: nn.Module, count: int) -> int:
     once: everything but the swapped blocks, plus the largest swapped block (the one running)."""
     blocks = list(getattr(model, "transformer_blocks", []))
     swapped = blocks[: max(0, min(count, len(blocks)))]
-    if not swapped:
-        return weight_bytes(model)
-    return weight_bytes(model) - sum(weight_bytes(b) for b in swapped) + max(weight_bytes(b) for b in swapped)
+    sizes = [weight_bytes(b) for b in swapped]
+    return weight_bytes(model) - sum(sizes) + max(sizes, default=0)
 
 
 # ----------------------------------------------------------------------------- free memory

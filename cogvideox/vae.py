@@ -24,6 +24,7 @@ from .configs import VAEConfig
 from .vae_blocks import (
     Cache,
     CausalConv3d,
+    Conv3d,
     DownBlock3D,
     MidBlock3D,
     SpatialNorm3D,
@@ -126,9 +127,9 @@ class CogVideoXVAE(nn.Module):
         self.decoder = Decoder3D(config)
         # Shapes as upstream (2 * out_channels); the released VAEs use neither.
         qc = 2 * config.out_channels
-        self.quant_conv = nn.Conv3d(qc, qc, 1) if config.use_quant_conv else None
+        self.quant_conv = Conv3d(qc, qc, 1) if config.use_quant_conv else None
         self.post_quant_conv = (
-            nn.Conv3d(config.out_channels, config.out_channels, 1) if config.use_post_quant_conv else None
+            Conv3d(config.out_channels, config.out_channels, 1) if config.use_post_quant_conv else None
         )
 
     # -- sizes -------------------------------------------------------------------------------

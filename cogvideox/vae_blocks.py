@@ -46,26 +46,29 @@ def activation(name: str, x: torch.Tensor, inplace: bool = False) -> torch.Tenso
 _ONEDNN = torch.backends.mkldnn.is_available()
 
 
-def conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)``; float32 on the CPU without autograd: straight through oneDNN.
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` that runs float32 CPU inference straight through oneDNN.
 
     PyTorch sends a float32 CPU conv3d whose ``B*C*T*H`` is at most 20480 to its generic im2col
     kernel (a heuristic meant for tiny inputs). The chunks streamed here are thin in time, so the
     wide top of the decoder fell into it: 405 ms against 51 ms through oneDNN for 32 channels,
     3 frames, 128x192 px on one thread (measured); the results agree to float32 rounding.
+    Training (autograd), other devices and dtypes take the usual path.
     """
-    if (
-        _ONEDNN
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and conv.weight.dtype == torch.float32
-        and conv.padding_mode == "zeros"
-        and not torch.is_grad_enabled()
-    ):
-        return torch.ops.aten.mkldnn_convolution(
-            x.contiguous(), conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups
-        )
-    return conv(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            _ONEDNN
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and self.weight.dtype == torch.float32
+            and self.padding_mode == "zeros"
+            and not torch.is_grad_enabled()
+        ):
+            return torch.ops.aten.mkldnn_convolution(
+                x.contiguous(), self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups
+            )
+        return super().forward(x)
 
 
 def set_stream_chunk_bytes(n: int) -> int:
@@ -125,7 +128,7 @@ class CausalConv3d(nn.Module):
         super().__init__()
         self.context = kernel_size - 1
         pad = kernel_size // 2
-        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, padding=(0, pad, pad))
+        self.conv = Conv3d(in_channels, out_channels, kernel_size, padding=(0, pad, pad))
 
     def _prefix(self, first: torch.Tensor, cache: Cache | None) -> torch.Tensor:
         prev = cache.get(self) if cache is not None else None
@@ -135,11 +138,11 @@ class CausalConv3d(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
         if self.context == 0:
-            return conv3d(self.conv, x)
+            return self.conv(x)
         padded = torch.cat([self._prefix(x[:, :, :1], cache), x], dim=2)  # [B, C, p + T, H, W]
         if cache is not None:
             cache[self] = padded[:, :, -self.context :].clone()
-        return conv3d(self.conv, padded)
+        return self.conv(padded)
 
     def stream(
         self,
@@ -174,7 +177,7 @@ class CausalConv3d(nn.Module):
             src = frames(max(a - p, 0), b)
             if a < p:
                 src = torch.cat([prefix[:, :, a:], src], dim=2)  # [B, C, b - a + p, H, W]
-            out[:, :, a:b] = conv3d(self.conv, src)
+            out[:, :, a:b] = self.conv(src)
             del src
         if tail is not None:
             cache[self] = tail
@@ -235,7 +238,7 @@ class SpatialNorm3D(nn.Module):
         index = torch.tensor(nearest_time_index(zq.shape[2], f_frames), device=zq.device)
         zq = zq.index_select(2, index)  # [B, Cz, Tz, h, w] -> [B, Cz, Tf, h, w]
         # A 1x1x1 conv commutes with a nearest resize, so run it at the small resolution.
-        return conv3d(self.conv_y.conv, zq), conv3d(self.conv_b.conv, zq)
+        return self.conv_y.conv(zq), self.conv_b.conv(zq)
 
     def forward(self, f: torch.Tensor, zq: torch.Tensor) -> torch.Tensor:
         y, b = self.modulation(f.shape[2], zq)
@@ -300,7 +303,7 @@ class ResnetBlock3D(nn.Module):
             self.norm2 = SpatialNorm3D(out_channels, zq_channels, groups)
         self.conv1 = CausalConv3d(in_channels, out_channels)
         self.conv2 = CausalConv3d(out_channels, out_channels)
-        self.conv_shortcut = nn.Conv3d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        self.conv_shortcut = Conv3d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
     def _norm(self, norm: nn.Module, x: torch.Tensor, zq: torch.Tensor | None) -> torch.Tensor:
         return norm(x, zq) if isinstance(norm, SpatialNorm3D) else norm(x)
@@ -324,7 +327,7 @@ class ResnetBlock3D(nn.Module):
             return h.add_(x)
         step = _chunk_frames(_frame_bytes(x) + _frame_bytes(h))
         for a in range(0, n, step):
-            h[:, :, a : a + step] += conv3d(self.conv_shortcut, x[:, :, a : a + step])
+            h[:, :, a : a + step] += self.conv_shortcut(x[:, :, a : a + step])
         return h
 
 

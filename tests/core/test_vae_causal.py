@@ -127,15 +127,15 @@ def test_batch_items_are_independent(vae):
 
 @pytest.mark.parametrize("grad", [False, True])
 def test_conv3d_through_onednn_matches_torch(grad):
-    """The VAE's conv3d helper (oneDNN directly for thin float32 CPU chunks, which PyTorch would
-    send to its slow generic kernel) gives torch's conv3d result, with and without autograd."""
-    from cogvideox.vae_blocks import conv3d
+    """The VAE's Conv3d (oneDNN directly for thin float32 CPU chunks, which PyTorch would send to
+    its slow generic kernel) gives torch's conv3d result, with and without autograd."""
+    from cogvideox.vae_blocks import Conv3d
 
     gen = torch.Generator().manual_seed(0)
-    conv = torch.nn.Conv3d(32, 16, 3, padding=(0, 1, 1))
+    conv = Conv3d(32, 16, 3, padding=(0, 1, 1))
     x = torch.randn(1, 32, 3, 40, 24, generator=gen)  # B*C*T*H = 3840: PyTorch's generic-kernel case
     with torch.set_grad_enabled(grad):
-        got = conv3d(conv, x)
+        got = conv(x)
     with torch.no_grad():
         want = torch.nn.functional.conv3d(x, conv.weight, conv.bias, padding=(0, 1, 1))
     assert got.shape == want.shape and got.requires_grad == grad

@@ -427,6 +427,10 @@ def stage_t2v(args) -> None:
     log.info("wrote %s", T2V_PATH)
 
 
+# Weights that map something narrower (the timestep embedding) to D-sized chunks of the hidden state.
+WRITES_ONLY = ("norm1.linear.weight", "norm2.linear.weight", "norm_out.linear.weight")
+
+
 def widen_heads(state: dict[str, torch.Tensor], dim: int, gen: torch.Generator, jitter: float = 0.01) -> dict:
     """Twice the attention heads (inner dim ``dim`` -> ``2 * dim``), the same function (Net2Net).
 
@@ -441,9 +445,7 @@ def widen_heads(state: dict[str, torch.Tensor], dim: int, gen: torch.Generator, 
         return t + torch.randn(t.shape, generator=gen) * (jitter * float(t.std()) if t.numel() > 1 else 0.0)
 
     def chunks(t: torch.Tensor, axis: int) -> torch.Tensor:  # [.., k*D, ..] -> [.., k*2D, ..], each chunk doubled
-        k = t.shape[axis] // dim
-        parts = t.split(dim, dim=axis)
-        return torch.cat([p for part in parts for p in (part, noisy(part))][: 2 * k], dim=axis)
+        return torch.cat([p for part in t.split(dim, dim=axis) for p in (part, noisy(part))], dim=axis)
 
     def reads(t: torch.Tensor) -> torch.Tensor:  # [O, k*D] -> [O, k*2D], half the weight from each copy
         return chunks(t / 2, 1)
@@ -464,9 +466,7 @@ def widen_heads(state: dict[str, torch.Tensor], dim: int, gen: torch.Generator, 
             out[name] = reads(t)
         elif name == "proj_out.bias":
             out[name] = t.clone()
-        elif t.ndim == 1 or name.startswith("patch_embed") or name.endswith("norm1.linear.weight") or name.endswith(
-            "norm2.linear.weight"
-        ) or name == "norm_out.linear.weight":
+        elif t.ndim == 1 or name.startswith("patch_embed") or name.endswith(WRITES_ONLY):
             out[name] = chunks(t, 0)  # writes the hidden state (or D-sized chunks of it)
         else:  # q, k, v, attention out, feed-forward: read and write hidden-sized axes
             out[name] = chunks(reads(t), 0)
