@@ -153,7 +153,8 @@ class CogVideoXSampler:
                         "tooltip": "Step caching (TeaCache-like): skip the transformer on steps whose "
                         "timestep-modulated input changed less than this in total since the last computed step, "
                         "reusing that step's residual. 0 = off (exact). Higher is faster and less faithful. "
-                        "On the shipped tiny model (50 steps): 0.2 gave 1.25x at 35 dB PSNR, 0.5 gave 1.75x at 27 dB.",
+                        "The first 40% of the steps always run and at most 3 steps in a row are skipped. "
+                        "On the shipped tiny model (50 steps): 0.8 ran 28 of 50 steps, 1.6x faster, at 32-38 dB PSNR.",
                     },
                 ),
             },

@@ -72,6 +72,19 @@ def test_positive_threshold_skips_and_stays_close(setup):
     assert len(bigger.cache.skipped) >= len(cache.skipped)
 
 
+def test_warm_up_steps_always_run_and_skips_in_a_row_are_capped(setup):
+    _, denoiser = _run_denoiser(setup, CachedDenoiser, threshold=100.0, start=0.25, max_skips=2)
+    cache = denoiser.cache
+    warmup = 5  # ceil(0.25 * 20)
+    assert cache.computed[:warmup] == list(range(warmup))
+    assert min(cache.skipped) == warmup  # a threshold this high skips whenever it may
+    # never more than 2 skipped steps between two computed ones
+    assert all(b - a - 1 <= 2 for a, b in zip(cache.computed, cache.computed[1:]))
+    assert cache.skipped == [5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+    _, uncapped = _run_denoiser(setup, CachedDenoiser, threshold=100.0, start=0.25, max_skips=None)
+    assert uncapped.cache.computed == [0, 1, 2, 3, 4, STEPS - 1]
+
+
 def test_sample_accepts_cache_threshold(setup):
     out = _run(setup, 0.3)
     assert out.shape == setup[2].shape and torch.isfinite(out).all()
@@ -80,6 +93,10 @@ def test_sample_accepts_cache_threshold(setup):
 def test_cache_rules():
     with pytest.raises(ValueError, match=">= 0"):
         StepCache(-0.1, 10)
+    with pytest.raises(ValueError, match="fraction"):
+        StepCache(0.1, 10, start=1.5)
+    with pytest.raises(ValueError, match="max_skips"):
+        StepCache(0.1, 10, max_skips=0)
     with pytest.raises(TypeError, match="CogVideoXTransformer"):
         schedule = make_schedule(VARIANTS["5b"].scheduler_config(), 4, 1.0)
         CachedDenoiser(lambda *a, **k: None, schedule, torch.zeros(1, 2, 3), None, cfg=1.0, threshold=0.1)
