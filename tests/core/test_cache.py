@@ -79,7 +79,7 @@ def test_warm_up_steps_always_run_and_skips_in_a_row_are_capped(setup):
     assert cache.computed[:warmup] == list(range(warmup))
     assert min(cache.skipped) == warmup  # a threshold this high skips whenever it may
     # never more than 2 skipped steps between two computed ones
-    assert all(b - a - 1 <= 2 for a, b in zip(cache.computed, cache.computed[1:]))
+    assert all(b - a - 1 <= 2 for a, b in zip(cache.computed, cache.computed[1:], strict=False))
     assert cache.skipped == [5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
     _, uncapped = _run_denoiser(setup, CachedDenoiser, threshold=100.0, start=0.25, max_skips=None)
     assert uncapped.cache.computed == [0, 1, 2, 3, 4, STEPS - 1]

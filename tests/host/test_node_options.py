@@ -46,13 +46,18 @@ def test_the_math_attention_backend_gives_the_same_video(comfy_client, reference
     assert synthetic.psnr(video, reference) > 40.0
 
 
-def test_step_caching_skips_steps_and_keeps_the_video(comfy_host, comfy_client, reference):
-    video = run_video(comfy_client, _variant(sampler={"cache_threshold": 0.5}))
+def test_step_caching_skips_steps_and_keeps_the_video(comfy_host, comfy_client):
+    """At 50 steps (the cache's working range: with 25 the tiny model tolerates little skipping)
+    the sampler's cache_threshold 0.8 computes at most 30 steps and the video stays close to the
+    uncached 50-step one (measured: 28 of 50 steps, 34.1 dB)."""
+    plain = run_video(comfy_client, _variant(sampler={"steps": 50, "cache_threshold": 0.0}))
+    video = run_video(comfy_client, _variant(sampler={"steps": 50, "cache_threshold": 0.8}))
     runs = re.findall(r"step cache: ran (\d+) of (\d+) steps", comfy_host.log_text())
     assert runs, "the sampler did not report its step cache"
     ran, total = map(int, runs[-1])
-    assert total == 25 and ran < total
-    assert synthetic.psnr(video, reference) > 25.0
+    assert total == 50 and ran <= 30, runs[-1]
+    quality = synthetic.psnr(video, plain)
+    assert quality > 30.0, f"{ran} of 50 steps computed, {quality:.1f} dB from the uncached video"
 
 
 def test_block_swap_runs_the_swapped_blocks_through_their_hooks_and_keeps_the_video(
