@@ -79,11 +79,10 @@ class AdaNormZero(nn.Module):
         mod = F.linear(self.silu(temb.float()), self.linear.weight.float(), self.linear.bias.float())  # [B, 6D]
         return mod[:, None, :].chunk(6, dim=-1)
 
-    def forward(self, video: torch.Tensor, text: torch.Tensor, temb: torch.Tensor):
-        shift, scale, gate, t_shift, t_scale, t_gate = self.modulation(temb)
-        video = _layer_norm_fp32(self.norm, video) * (1 + scale) + shift
-        text = _layer_norm_fp32(self.norm, text) * (1 + t_scale) + t_shift
-        return video, text, gate, t_gate
+    def video(self, video: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """Normalise and modulate the video tokens alone ``[B, N, D]`` -> float32 (step-cache indicator)."""
+        shift, scale = self.modulation(temb)[:2]  # [B, 1, D] each
+        return _modulate_(_layer_norm_fp32(self.norm, video), scale, shift)
 
     def joint(self, hs: torch.Tensor, temb: torch.Tensor, text_len: int):
         """Normalise the joint stream ``hs[B, L+N, D]`` (text first) -> (modulated, (text gate, gate))."""
@@ -118,9 +117,9 @@ class CogVideoXBlock(nn.Module):
     def device(self) -> torch.device:
         return self.execution_device or self.norm1.linear.weight.device
 
-    def modulated_input(self, video: torch.Tensor, text: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    def modulated_input(self, video: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         """The timestep-modulated video tokens entering attention (the TeaCache indicator)."""
-        return self.norm1(video, text, temb)[0]
+        return self.norm1.video(video, temb)
 
     def forward(
         self,
@@ -343,7 +342,7 @@ class CogVideoXTransformer(nn.Module):
         """Timestep-modulated video tokens of block 0 ``[B, N, D]`` float32 (for step caches)."""
         block = self.transformer_blocks[0]
         dev = block.device()
-        return block.modulated_input(tokens.video.to(dev), tokens.text.to(dev), tokens.temb.to(dev))
+        return block.modulated_input(tokens.video.to(dev), tokens.temb.to(dev))
 
     def run_all_blocks(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
         text_len = tokens.text.shape[1]

@@ -153,9 +153,10 @@ class CogVideoXSampler:
                         "tooltip": "Step caching (TeaCache-like): skip the transformer on steps whose "
                         "timestep-modulated input changed less than this in total since the last computed step, "
                         "reusing that step's residual. 0 = off (exact). Higher is faster and less faithful. "
-                        "The first 40% of the steps always run and at most 3 steps in a row are skipped. "
-                        "On the shipped tiny model at 50 steps, 0.8 ran 28 of 50 steps at 28-38 dB PSNR against the "
-                        "uncached video; at 25 steps every skip costs more (14 of 25 steps: 20-28 dB).",
+                        "The first 40% of the steps always run and at most 4 steps in a row are skipped. "
+                        "On the shipped tiny model at 50 steps, 0.8 ran 27 of 50 steps (1.6x faster) at 31-36 dB "
+                        "PSNR against the uncached video for 7 of 8 prompts and seeds (24 dB for one); "
+                        "at 25 steps every skip costs more.",
                     },
                 ),
             },

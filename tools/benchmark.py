@@ -399,7 +399,7 @@ def bench_cache(quick: bool, repeats: int, threshold: float, steps: int) -> list
         return sample(model, variant, z, pos, neg, steps=steps, cfg=6.0, seed=seed, cache_threshold=th)
 
     stats = {}
-    repeats *= 3  # a run is half a second here: more repeats against the machine's noise
+    repeats *= 7  # a run is half a second here: more repeats against the machine's noise
     with torch.inference_mode():
         # the cache is an option of the sampler: time the sampling alone, then with the decode
         t_cached, t_plain = timed_pair(
