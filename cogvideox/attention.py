@@ -72,15 +72,22 @@ def set_attention_backend(model: nn.Module, name: str) -> None:
 def rotate_video_(x: torch.Tensor, text_len: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate the video part (after ``text_len``) of ``x[B, heads, S, d]`` by ``cos/sin[N, d]``.
 
-    Interleaved pairs: ``(x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin)``. In place when autograd is
-    off (three passes over the video part instead of a rotated copy and a concatenation).
+    Interleaved pairs: ``(x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin)``, the product of the
+    complex number ``x0 + i x1`` with ``cos + i sin`` (``cos``/``sin`` repeat each value for the
+    two members of a pair). Without autograd a float32 ``x`` is rotated in place as a complex
+    view: one pass, no rotated copy.
     """
     video = x[:, :, text_len:]  # [B, heads, N, d]
+    if not torch.is_grad_enabled() and x.dtype == torch.float32:
+        pairs = torch.view_as_complex(video.unflatten(-1, (-1, 2)))  # [B, heads, N, d/2] complex64 view
+        pairs.mul_(torch.complex(cos[:, 0::2].float(), sin[:, 0::2].float()))  # [N, d/2]
+        return x
     swapped = video.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x1, x0) pairs, a copy
     signed_sin = (sin.unflatten(-1, (-1, 2)) * _PAIR_SIGN.to(sin)).flatten(-2)  # (-s, s) [N, d]
+    rotated = video * cos + swapped * signed_sin
     if torch.is_grad_enabled():
-        return torch.cat([x[:, :, :text_len], video * cos + swapped * signed_sin], dim=2)
-    video.mul_(cos).addcmul_(swapped, signed_sin)
+        return torch.cat([x[:, :, :text_len], rotated], dim=2)
+    video.copy_(rotated)
     return x
 
 
@@ -165,12 +172,16 @@ class FeedForward(nn.Module):
                 x = layer(x)
             return x
         flat = x.reshape(rows, x.shape[-1])  # [B, S, D] -> [B*S, D]
+        first, last = self.net[0], self.net[2]
+        plain_last = type(last) is nn.Linear and last.bias is not None
         out = None
         for a in range(0, rows, FF_CHUNK_ROWS):
-            h = flat[a : a + FF_CHUNK_ROWS]  # [rows', D] -> [rows', 4D] -> [rows', D]
-            for layer in self.net:
-                h = layer(h)
+            h = first(flat[a : a + FF_CHUNK_ROWS])  # [rows', D] -> [rows', 4D] (dropouts: identity in eval)
+            h = self.net[1](h)
             if out is None:
-                out = h.new_empty(rows, h.shape[-1])
-            out[a : a + h.shape[0]] = h
-        return out.view(*x.shape[:-1], out.shape[-1])  # [B*S, D] -> [B, S, D]
+                out = h.new_empty(rows, last.out_features)  # [B*S, D]
+            if plain_last:  # the second matmul writes its rows of the output directly
+                torch.addmm(last.bias, h, last.weight.t(), out=out[a : a + h.shape[0]])
+            else:
+                out[a : a + h.shape[0]] = last(h)
+        return self.net[3](out).view(*x.shape[:-1], out.shape[-1])  # [B*S, D] -> [B, S, D]

@@ -189,3 +189,21 @@ def test_feed_forward_in_token_chunks_equals_the_whole():
     whole = ff(x).detach()
     assert chunked.shape == whole.shape
     torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
+
+
+def test_rotation_in_place_as_complex_equals_the_autograd_path():
+    """Without autograd a float32 q/k is rotated in place through a complex view; with autograd
+    the rotated copy is built from cos/sin. Both give the same numbers and leave the text alone."""
+    from cogvideox.attention import rotate_video_
+    from cogvideox.rope import rotary_cos_sin
+
+    torch.manual_seed(0)
+    text_len, grid = 5, (2, 3, 4)
+    cos, sin = rotary_cos_sin(16, *grid, base_hw=(3, 4), slice_grid=False)  # [N, 16] each
+    x = torch.randn(2, 3, text_len + cos.shape[0], 16)  # [B, heads, L+N, d]
+    with torch.no_grad():
+        in_place = rotate_video_(x.clone(), text_len, cos, sin)
+    copied = rotate_video_(x.clone().requires_grad_(), text_len, cos, sin).detach()
+    torch.testing.assert_close(in_place, copied, atol=1e-6, rtol=1e-6)
+    assert torch.equal(in_place[:, :, :text_len], x[:, :, :text_len])
+    assert not torch.allclose(in_place[:, :, text_len:], x[:, :, text_len:])
