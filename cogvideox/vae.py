@@ -162,28 +162,34 @@ class CogVideoXVAE(nn.Module):
                 callback(1, 1)
             return out
         cache: Cache = {}
-        if torch.is_grad_enabled():
-            parts = []
+        try:
+            if torch.is_grad_enabled():
+                parts = []
+                for i, (a, b) in enumerate(spans):
+                    parts.append(net(x[:, :, a:b], cache))
+                    if callback is not None:
+                        callback(i + 1, len(spans))
+                return torch.cat(parts, dim=2)
+            out = None
+            t = 0
+            total = sum(frames_out(b - a) for a, b in spans)
             for i, (a, b) in enumerate(spans):
-                parts.append(net(x[:, :, a:b], cache))
+                y = net(x[:, :, a:b], cache)
+                if out is None:
+                    out = y.new_empty(*y.shape[:2], total, *y.shape[3:])
+                out[:, :, t : t + y.shape[2]] = y
+                t += y.shape[2]
+                del y
                 if callback is not None:
                     callback(i + 1, len(spans))
+            return out
+        except BaseException:
+            # a stopped pass (the callback raised, e.g. Cancel): whoever keeps the traceback keeps
+            # this frame, so drop its tensors here (the causal cache, the partial output)
+            parts = out = None
+            raise
+        finally:
             cache.clear()
-            return torch.cat(parts, dim=2)
-        out = None
-        t = 0
-        total = sum(frames_out(b - a) for a, b in spans)
-        for i, (a, b) in enumerate(spans):
-            y = net(x[:, :, a:b], cache)
-            if out is None:
-                out = y.new_empty(*y.shape[:2], total, *y.shape[3:])
-            out[:, :, t : t + y.shape[2]] = y
-            t += y.shape[2]
-            del y
-            if callback is not None:
-                callback(i + 1, len(spans))
-        cache.clear()
-        return out
 
     def _encode_net(self, x: torch.Tensor, cache: Cache | None) -> torch.Tensor:
         h = self.encoder(x, cache)

@@ -140,3 +140,29 @@ def test_conv3d_through_onednn_matches_torch(grad):
         want = torch.nn.functional.conv3d(x, conv.weight, conv.bias, padding=(0, 1, 1))
     assert got.shape == want.shape and got.requires_grad == grad
     torch.testing.assert_close(got.detach(), want, atol=1e-5, rtol=1e-5)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_stopped_decode_leaves_no_tensors_in_its_frame(vae):
+    """Cancel raises from the progress callback; whoever keeps that traceback (the host's error
+    handling) keeps the decode's frame, which must not pin the causal cache or the partial output."""
+
+    def stop_after_the_first_batch(done: int, total: int) -> None:
+        if done == 1 and total > 1:
+            raise _Stop
+
+    z = rand(1, vae.config.latent_channels, 5, 4, 4, seed=3)
+    with pytest.raises(_Stop) as info, torch.no_grad():
+        vae.decode_tile(z, 2, stop_after_the_first_batch)
+    tb, frames = info.value.__traceback__, []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    batched = [f for f in frames if f.f_code.co_name == "_run_batched"]
+    assert batched, [f.f_code.co_name for f in frames]
+    held = [(name, value) for name, value in batched[0].f_locals.items() if isinstance(value, torch.Tensor)]
+    assert [name for name, _ in held] == ["x"], held  # only the caller's input
+    assert batched[0].f_locals["cache"] == {}
