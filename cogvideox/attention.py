@@ -84,10 +84,9 @@ def rotate_video_(x: torch.Tensor, text_len: int, cos: torch.Tensor, sin: torch.
         return x
     swapped = video.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x1, x0) pairs, a copy
     signed_sin = (sin.unflatten(-1, (-1, 2)) * _PAIR_SIGN.to(sin)).flatten(-2)  # (-s, s) [N, d]
-    rotated = video * cos + swapped * signed_sin
     if torch.is_grad_enabled():
-        return torch.cat([x[:, :, :text_len], rotated], dim=2)
-    video.copy_(rotated)
+        return torch.cat([x[:, :, :text_len], video * cos + swapped * signed_sin], dim=2)
+    video.mul_(cos).addcmul_(swapped, signed_sin)  # other dtypes without autograd: in place, 3 passes
     return x
 
 

@@ -19,6 +19,9 @@ schedule, so long runs of reuse drift. Threshold 0.8 with these defaults compute
 steps (every 5th after the first 40%) at 31-36 dB from the uncached video for 7 of 8
 prompt/seed pairs (24 dB for the eighth); 3 in a row: 28 steps, 28-37 dB; 6 in a row: 26
 steps, 27-34 dB.
+
+The indicator, the decision and the residual cover the whole network batch (with CFG: the
+unconditional and conditional halves together), so both halves skip together.
 """
 
 from __future__ import annotations

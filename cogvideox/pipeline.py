@@ -148,7 +148,6 @@ def sample(
     ofs: float | None = None,
     callback: ProgressCallback | None = None,
     cache_threshold: float = 0.0,
-    cache_start: float | None = None,
 ) -> torch.Tensor:
     """Denoise ``latent`` (raw ``[B, 16, T, h, w]``; zeros for text-to-video) and return raw latents.
 
@@ -162,7 +161,7 @@ def sample(
     - ``callback(step_index, total_steps, x0_raw)`` after every step; its exceptions propagate.
     - ``cache_threshold > 0``: step caching (``cache.CachedDenoiser``, TeaCache-like) skips the
       transformer on steps whose input changed less than this (accumulated relative L1); 0 = off.
-      ``cache_start``: the fraction of the steps that always run first (None = ``cache.DEFAULT_START``).
+      The first 40% of the steps always run and at most 4 in a row are skipped (``cache.StepCache``).
     """
     if latent.ndim != 5:
         raise ValueError(f"expected a latent [B, C, T, h, w], got shape {tuple(latent.shape)}")
@@ -210,10 +209,7 @@ def sample(
     if cache_threshold > 0:
         from .cache import CachedDenoiser  # cache.py builds on this module
 
-        extra = {"threshold": cache_threshold}
-        if cache_start is not None:
-            extra["start"] = cache_start
-        denoiser_cls = CachedDenoiser
+        denoiser_cls, extra = CachedDenoiser, {"threshold": cache_threshold}
     denoiser = denoiser_cls(
         model,
         schedule,

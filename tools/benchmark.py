@@ -421,6 +421,7 @@ def bench_cache(quick: bool, repeats: int, threshold: float, steps: int) -> list
     ]
 
 
+# ----------------------------------------------------------------------------- main
 def machine() -> str:
     cpu = platform.processor() or "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
