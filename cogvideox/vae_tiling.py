@@ -90,13 +90,20 @@ def _blend_cols_(right: torch.Tensor, left: tuple[torch.Tensor, int], extent: in
 
 
 def _tile_plan(size: int, tile: int, stride: int, limit: int, out_len) -> list[tuple[int, int, int]]:
-    """(input start, output offset, output crop) per tile along one axis."""
-    plan, offset = [], 0
-    for start in range(0, size, stride):
-        crop = min(limit, out_len(min(tile, size - start)))
+    """(input start, output offset, output crop) per tile along one axis.
+
+    Every tile but the last keeps ``limit`` outputs (its stride in output units); the last tile
+    is the first that reaches the end and keeps the rest, so the crops add up to the untiled size.
+    """
+    plan, offset, start = [], 0, 0
+    while True:
+        last = start + tile >= size
+        crop = out_len(size - start) if last else limit
         plan.append((start, offset, crop))
         offset += crop
-    return plan
+        if last:
+            return plan
+        start += stride
 
 
 def _run_tiles(x, tile_hw, stride_hw, blend_hw, limit_hw, out_len, run) -> torch.Tensor:
@@ -124,6 +131,24 @@ def _run_tiles(x, tile_hw, stride_hw, blend_hw, limit_hw, out_len, run) -> torch
     return out
 
 
+def _latent_tiles(tile: TileConfig, factor: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Tile and stride on the latent grid: ``(lat_h, lat_w), (stride_h, stride_w)``.
+
+    diffusers' tiling mixes a latent stride with pixel crops and blends (``int`` of each), which
+    only agree when the tile size divides evenly (its defaults do); otherwise its output grows by
+    the difference at every seam (64x96 px tiles decode a 120x176 video to 132x186) and its
+    blends pair pixels that are not the same place. Here both the stride and the overlap live on
+    the latent grid, so tiles always meet where they should; for sizes that divide evenly this is
+    diffusers' tiling exactly.
+    """
+    lat_h, lat_w = tile.latent_size(factor)
+    if lat_h < 2 or lat_w < 2:
+        raise ValueError(f"tiles of {tile.tile_sample_min_height}x{tile.tile_sample_min_width} px are below 2 latents")
+    stride_h = max(1, int(lat_h * (1 - tile.tile_overlap_factor_height)))
+    stride_w = max(1, int(lat_w * (1 - tile.tile_overlap_factor_width)))
+    return (lat_h, lat_w), (stride_h, stride_w)
+
+
 def _down_len(n: int, levels: int) -> int:
     for _ in range(levels):
         n = (n - 2) // 2 + 1  # pad 1 on the far side, 3x3 conv, stride 2
@@ -134,19 +159,14 @@ def tiled_encode(vae: CogVideoXVAE, x: torch.Tensor, tile: TileConfig, frame_bat
     """Moments ``[B, 2C, T, h, w]`` of ``x`` encoded tile by tile."""
     factor = vae.spatial_factor
     levels = len(vae.config.block_out_channels) - 1
-    lat_h, lat_w = tile.latent_size(factor)
-    blend = (int(lat_h * tile.tile_overlap_factor_height), int(lat_w * tile.tile_overlap_factor_width))
-    stride = (
-        int(tile.tile_sample_min_height * (1 - tile.tile_overlap_factor_height)),
-        int(tile.tile_sample_min_width * (1 - tile.tile_overlap_factor_width)),
-    )
+    (lat_h, lat_w), (stride_h, stride_w) = _latent_tiles(tile, factor)
     with stream_chunk_budget(TILED_STREAM_CHUNK_BYTES):
         return _run_tiles(
             x,
-            (tile.tile_sample_min_height, tile.tile_sample_min_width),
-            stride,
-            blend,
-            (lat_h - blend[0], lat_w - blend[1]),
+            (lat_h * factor, lat_w * factor),  # pixel tiles on the latent grid
+            (stride_h * factor, stride_w * factor),
+            (lat_h - stride_h, lat_w - stride_w),  # latent overlap, blended
+            (stride_h, stride_w),
             lambda n: _down_len(n, levels),
             lambda t: vae.encode_tile(t, frame_batch),
         )
@@ -157,20 +177,14 @@ def tiled_decode(
 ) -> torch.Tensor:
     """Pixels decoded tile by tile from latents ``z``; ``callback(done, total)`` after each frame batch."""
     factor = vae.spatial_factor
-    lat_h, lat_w = tile.latent_size(factor)
-    sh, sw = tile.tile_sample_min_height, tile.tile_sample_min_width
-    blend = (int(sh * tile.tile_overlap_factor_height), int(sw * tile.tile_overlap_factor_width))
-    stride = (
-        int(lat_h * (1 - tile.tile_overlap_factor_height)),
-        int(lat_w * (1 - tile.tile_overlap_factor_width)),
-    )
+    (lat_h, lat_w), (stride_h, stride_w) = _latent_tiles(tile, factor)
     with stream_chunk_budget(TILED_STREAM_CHUNK_BYTES):
         return _run_tiles(
             z,
             (lat_h, lat_w),
-            stride,
-            blend,
-            (sh - blend[0], sw - blend[1]),
+            (stride_h, stride_w),
+            ((lat_h - stride_h) * factor, (lat_w - stride_w) * factor),  # pixel overlap, blended
+            (stride_h * factor, stride_w * factor),
             lambda n: n * factor,
             lambda t: vae.decode_tile(t, frame_batch, callback),
         )
