@@ -171,16 +171,15 @@ class FeedForward(nn.Module):
                 x = layer(x)
             return x
         flat = x.reshape(rows, x.shape[-1])  # [B, S, D] -> [B*S, D]
-        first, last = self.net[0], self.net[2]
-        plain_last = type(last) is nn.Linear and last.bias is not None
+        proj_act, dropout, proj_out, dropout_out = self.net
+        plain_out = type(proj_out) is nn.Linear and proj_out.bias is not None
         out = None
         for a in range(0, rows, FF_CHUNK_ROWS):
-            h = first(flat[a : a + FF_CHUNK_ROWS])  # [rows', D] -> [rows', 4D] (dropouts: identity in eval)
-            h = self.net[1](h)
+            h = dropout(proj_act(flat[a : a + FF_CHUNK_ROWS]))  # [rows', D] -> [rows', 4D]
             if out is None:
-                out = h.new_empty(rows, last.out_features)  # [B*S, D]
-            if plain_last:  # the second matmul writes its rows of the output directly
-                torch.addmm(last.bias, h, last.weight.t(), out=out[a : a + h.shape[0]])
+                out = h.new_empty(rows, proj_out.out_features)  # [B*S, D]
+            if plain_out:  # the second matmul writes its rows of the output directly
+                torch.addmm(proj_out.bias, h, proj_out.weight.t(), out=out[a : a + h.shape[0]])
             else:
-                out[a : a + h.shape[0]] = last(h)
-        return self.net[3](out).view(*x.shape[:-1], out.shape[-1])  # [B*S, D] -> [B, S, D]
+                out[a : a + h.shape[0]] = proj_out(h)
+        return dropout_out(out).view(*x.shape[:-1], out.shape[-1])  # [B*S, D] -> [B, S, D]

@@ -117,10 +117,6 @@ class CogVideoXBlock(nn.Module):
     def device(self) -> torch.device:
         return self.execution_device or self.norm1.linear.weight.device
 
-    def modulated_input(self, video: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        """The timestep-modulated video tokens entering attention (the TeaCache indicator)."""
-        return self.norm1.video(video, temb)
-
     def forward(
         self,
         hs: torch.Tensor,
@@ -342,7 +338,7 @@ class CogVideoXTransformer(nn.Module):
         """Timestep-modulated video tokens of block 0 ``[B, N, D]`` float32 (for step caches)."""
         block = self.transformer_blocks[0]
         dev = block.device()
-        return block.modulated_input(tokens.video.to(dev), tokens.temb.to(dev))
+        return block.norm1.video(tokens.video.to(dev), tokens.temb.to(dev))
 
     def run_all_blocks(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
         text_len = tokens.text.shape[1]

@@ -88,7 +88,9 @@ def i2v():
     return load_transformer(I2V_FILE)
 
 
-def generate(model, variant, vae, encode_text, prompts, *, seed=0, image=None, **options) -> torch.Tensor:
+def generate(
+    model, variant, vae, encode_text, prompts, *, seed=0, image=None, steps=STEPS, **options
+) -> torch.Tensor:
     """Videos ``[N, 3, F, H, W]`` for ``prompts`` (and first frames ``image [N, 3, 1, H, W]`` for I2V)."""
     n = len(prompts)
     positive, negative = encode_text(prompts), encode_text([""])
@@ -99,7 +101,7 @@ def generate(model, variant, vae, encode_text, prompts, *, seed=0, image=None, *
         torch.zeros(n, *LATENT),
         positive,
         negative,
-        steps=STEPS,
+        steps=steps,
         cfg=CFG,
         seed=seed,
         image_latent=img_latent,
@@ -213,15 +215,10 @@ def test_step_caching_halves_the_network_calls_and_keeps_30_db(t2v, vae, encode_
     times (>= 1.67x fewer calls; measured 27) and the decoded frames stay >= 30 dB from the
     uncached run (measured 33.6 and 35.5 dB at seeds 0 and 1)."""
     model, variant = t2v
-    positive, negative = encode_text(["a red circle moving to the right"]), encode_text([""])
 
     def run(threshold):
-        latent = pipeline.sample(
-            model, variant, torch.zeros(1, *LATENT), positive, negative, steps=50, cfg=CFG, seed=seed,
-            cache_threshold=threshold,
-        )
-        with torch.no_grad():
-            return vae.decode(latent).clamp(-1, 1)
+        prompt = ["a red circle moving to the right"]
+        return generate(model, variant, vae, encode_text, prompt, seed=seed, steps=50, cache_threshold=threshold)
 
     plain = run(0.0)
     with caplog.at_level(logging.INFO, logger="cogvideox.pipeline"):
