@@ -14,18 +14,52 @@ from einops import rearrange
 from torch import nn
 
 from .embeddings import _activation
+from .linear import linear, linear_into
+from .scratch import NO_SCRATCH, Scratch
 
 
-def _layer_norm_fp32(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """LayerNorm evaluated in float32 (weights upcast on the fly); returns float32."""
+def _layer_norm_fp32(norm: nn.LayerNorm, x: torch.Tensor, scratch: Scratch = NO_SCRATCH) -> torch.Tensor:
+    """LayerNorm evaluated in float32 (weights upcast on the fly); returns float32.
+
+    With an enabled ``scratch`` (no autograd) a float32 ``x`` is normalised into a scratch
+    buffer (a strided ``x`` is first copied into another one, which the kernel would otherwise
+    allocate itself): the same kernel and numbers as ``F.layer_norm``.
+    """
     weight = norm.weight.float() if norm.weight is not None else None
     bias = norm.bias.float() if norm.bias is not None else None
-    return F.layer_norm(x.float(), norm.normalized_shape, weight, bias, norm.eps)
+    if not scratch.enabled or torch.is_grad_enabled() or x.dtype != torch.float32:
+        return F.layer_norm(x.float(), norm.normalized_shape, weight, bias, norm.eps)
+    src = x
+    if not x.is_contiguous():
+        src = scratch.empty(*x.shape, dtype=x.dtype, device=x.device)
+        src.copy_(x)
+    out = scratch.empty(*x.shape, dtype=x.dtype, device=x.device)
+    stats = (x.new_empty(0), x.new_empty(0))  # mean, rstd: sized by the op
+    torch.ops.aten.native_layer_norm.out(
+        src, norm.normalized_shape, weight, bias, norm.eps, out0=out, out1=stats[0], out2=stats[1]
+    )
+    if src is not x:
+        scratch.give(src)
+    return out
 
 
-def compute_dtype(linear: nn.Module) -> torch.dtype:
+def _plain_linear(layer: nn.Module) -> bool:
+    """A float ``nn.Linear`` with a bias (not a low-precision subclass): safe to call as ``addmm``."""
+    return type(layer) is nn.Linear and layer.bias is not None
+
+
+def _linear_into(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scratch: Scratch) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for ``x[..., in]`` into a scratch buffer ``[..., out]`` (see ``linear_into``)."""
+    rows, width = x.shape[:-1], weight.shape[0]
+    out = scratch.empty(*rows, width, dtype=x.dtype, device=x.device)
+    flat = x.reshape(rows.numel(), x.shape[-1])  # [..., in] -> [rows, in]
+    linear_into(out.view(rows.numel(), width), flat, weight, bias)
+    return out
+
+
+def compute_dtype(layer: nn.Module) -> torch.dtype:
     """The dtype a Linear layer computes in (its weight dtype, or ``compute_dtype`` of a low-precision one)."""
-    return getattr(linear, "compute_dtype", None) or linear.weight.dtype
+    return getattr(layer, "compute_dtype", None) or layer.weight.dtype
 
 
 def _math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -106,34 +140,56 @@ class JointAttention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(inner, dim, bias=True), nn.Dropout(0.0)])
         self.backend = "sdpa"  # a key of ATTENTION_BACKENDS, see set_attention_backend
 
-    def _qkv(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Projections ``[B, heads, S, d]`` each; one matmul when the three are plain Linear layers."""
+    def _qkv(self, seq: torch.Tensor, scratch: Scratch) -> tuple[torch.Tensor, ...]:
+        """Projections ``[B, heads, S, d]`` each and the buffer holding them (or None).
+
+        One matmul when the three are plain Linear layers (into a scratch buffer when enabled).
+        """
         projections = (self.to_q, self.to_k, self.to_v)
-        if all(type(m) is nn.Linear for m in projections) and all(m.bias is not None for m in projections):
-            weight = torch.cat([m.weight for m in projections])  # [3*inner, dim]
-            bias = torch.cat([m.bias for m in projections])  # [3*inner]
+        if not all(_plain_linear(m) for m in projections):
+            q, k, v = (rearrange(m(seq), "b s (h d) -> b h s d", h=self.heads) for m in projections)
+            return q, k, v, None
+        weight = torch.cat([m.weight for m in projections])  # [3*inner, dim]
+        bias = torch.cat([m.bias for m in projections])  # [3*inner]
+        if not torch.is_grad_enabled():
+            qkv = _linear_into(seq, weight, bias, scratch)  # [B, S, 3*inner]
+        else:
             qkv = F.linear(seq, weight, bias)  # [B, S, 3*inner]
-            q, k, v = rearrange(qkv, "b s (three h d) -> three b h s d", three=3, h=self.heads)
-            return q, k, v
-        return tuple(rearrange(m(seq), "b s (h d) -> b h s d", h=self.heads) for m in projections)
+        q, k, v = rearrange(qkv, "b s (three h d) -> three b h s d", three=3, h=self.heads)
+        return q, k, v, qkv
 
     def forward(
-        self, seq: torch.Tensor, text_len: int, rope: tuple[torch.Tensor, torch.Tensor] | None
+        self,
+        seq: torch.Tensor,
+        text_len: int,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        scratch: Scratch = NO_SCRATCH,
     ) -> torch.Tensor:
         """``seq[B, L+N, dim]`` (text first) -> ``[B, L+N, dim]`` in the projection dtype."""
         seq = seq.to(compute_dtype(self.to_q))
-        q, k, v = self._qkv(seq)  # [B, heads, S, d] each
-        q = _layer_norm_fp32(self.norm_q, q)
-        k = _layer_norm_fp32(self.norm_k, k)
+        q, k, v, qkv = self._qkv(seq, scratch)  # [B, heads, S, d] each
+        q = _layer_norm_fp32(self.norm_q, q, scratch)
+        k = _layer_norm_fp32(self.norm_k, k, scratch)
         if rope is not None:
             cos, sin = rope
             q = rotate_video_(q, text_len, cos, sin)
             k = rotate_video_(k, text_len, cos, sin)
         q, k = q.to(v.dtype), k.to(v.dtype)
         out = ATTENTION_BACKENDS[self.backend](q, k, v)  # [B, heads, S, d]
-        out = rearrange(out, "b h s d -> b s (h d)")  # [B, S, heads*d]
-        out = self.to_out[0](out)
-        return self.to_out[1](out)
+        del v
+        scratch.give(q, k)
+        if qkv is not None:
+            scratch.give(qkv)
+        if not torch.is_grad_enabled() and _plain_linear(self.to_out[0]):
+            b, h, s, d = out.shape
+            tokens = scratch.empty(b, s, h * d, dtype=out.dtype, device=out.device)  # [B, S, heads*d]
+            tokens.view(b, s, h, d).copy_(out.transpose(1, 2))  # [B, heads, S, d] -> [B, S, heads, d]
+            scratch.give(out)
+            projected = _linear_into(tokens, self.to_out[0].weight, self.to_out[0].bias, scratch)
+            scratch.give(tokens)
+        else:
+            projected = self.to_out[0](rearrange(out, "b h s d -> b s (h d)"))  # [B, S, heads*d] in
+        return self.to_out[1](projected)
 
 
 class _ProjAct(nn.Module):
@@ -145,6 +201,8 @@ class _ProjAct(nn.Module):
         self.act = _activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _plain_linear(self.proj) and x.ndim == 2:  # [rows, in]: the activation fused where it can be
+            return linear(x, self.proj.weight, self.proj.bias, self.act)
         return self.act(self.proj(x))
 
 
@@ -163,7 +221,7 @@ class FeedForward(nn.Module):
             [_ProjAct(dim, hidden, act), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)]
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scratch: Scratch = NO_SCRATCH) -> torch.Tensor:
         x = x.to(compute_dtype(self.net[0].proj))
         rows = x.shape[:-1].numel()
         if torch.is_grad_enabled() or rows <= FF_CHUNK_ROWS:
@@ -172,14 +230,14 @@ class FeedForward(nn.Module):
             return x
         flat = x.reshape(rows, x.shape[-1])  # [B, S, D] -> [B*S, D]
         proj_act, dropout, proj_out, dropout_out = self.net
-        plain_out = type(proj_out) is nn.Linear and proj_out.bias is not None
+        plain_out = _plain_linear(proj_out)
         out = None
         for a in range(0, rows, FF_CHUNK_ROWS):
             h = dropout(proj_act(flat[a : a + FF_CHUNK_ROWS]))  # [rows', D] -> [rows', 4D]
             if out is None:
-                out = h.new_empty(rows, proj_out.out_features)  # [B*S, D]
+                out = scratch.empty(rows, proj_out.out_features, dtype=h.dtype, device=h.device)  # [B*S, D]
             if plain_out:  # the second matmul writes its rows of the output directly
-                torch.addmm(proj_out.bias, h, proj_out.weight.t(), out=out[a : a + h.shape[0]])
+                linear_into(out[a : a + h.shape[0]], h, proj_out.weight, proj_out.bias)
             else:
                 out[a : a + h.shape[0]] = proj_out(h)
         return dropout_out(out).view(*x.shape[:-1], out.shape[-1])  # [B*S, D] -> [B, S, D]

@@ -29,6 +29,7 @@ from .attention import FeedForward, JointAttention, _layer_norm_fp32
 from .configs import TransformerConfig
 from .embeddings import PatchEmbed, TimestepMLP, sincos_positions_3d, timestep_features
 from .rope import rotary_cos_sin
+from .scratch import NO_SCRATCH, Scratch
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +85,10 @@ class AdaNormZero(nn.Module):
         shift, scale = self.modulation(temb)[:2]  # [B, 1, D] each
         return _modulate_(_layer_norm_fp32(self.norm, video), scale, shift)
 
-    def joint(self, hs: torch.Tensor, temb: torch.Tensor, text_len: int):
+    def joint(self, hs: torch.Tensor, temb: torch.Tensor, text_len: int, scratch: Scratch = NO_SCRATCH):
         """Normalise the joint stream ``hs[B, L+N, D]`` (text first) -> (modulated, (text gate, gate))."""
         shift, scale, gate, t_shift, t_scale, t_gate = self.modulation(temb)
-        x = _layer_norm_fp32(self.norm, hs)  # [B, L+N, D] float32
+        x = _layer_norm_fp32(self.norm, hs, scratch)  # [B, L+N, D] float32
         if torch.is_grad_enabled():
             x = torch.cat([_modulate_(x[:, :text_len], t_scale, t_shift), _modulate_(x[:, text_len:], scale, shift)], 1)
         else:
@@ -99,7 +100,8 @@ class AdaNormZero(nn.Module):
 class CogVideoXBlock(nn.Module):
     """One block on the joint residual stream ``hs[B, L+N, D]`` float32 (text tokens first).
 
-    Without autograd the stream is updated in place (no per-block concatenation or split).
+    Without autograd the stream is updated in place (no per-block concatenation or split), and
+    the block's temporaries come from and go back to ``scratch`` (see ``cogvideox.scratch``).
     ``execution_device`` (None: where the weights are) is where the block computes; block swap
     sets it while the weights wait on another device between calls.
     """
@@ -123,12 +125,21 @@ class CogVideoXBlock(nn.Module):
         temb: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         text_len: int,
+        scratch: Scratch = NO_SCRATCH,
     ) -> torch.Tensor:
-        x, gates = self.norm1.joint(hs, temb, text_len)
-        hs = _gated_residual_(hs, self.attn1(x, text_len, rope), gates, text_len)  # [B, L+N, D]
-        del x
-        x, gates = self.norm2.joint(hs, temb, text_len)
-        return _gated_residual_(hs, self.ff(x), gates, text_len)  # [B, L+N, D]
+        if torch.compiler.is_compiling() or torch.is_grad_enabled():
+            scratch = NO_SCRATCH  # compiled graphs and autograd manage their own buffers
+        x, gates = self.norm1.joint(hs, temb, text_len, scratch)
+        out = self.attn1(x, text_len, rope, scratch)
+        scratch.give(x)
+        hs = _gated_residual_(hs, out, gates, text_len)  # [B, L+N, D]
+        scratch.give(out)
+        x, gates = self.norm2.joint(hs, temb, text_len, scratch)
+        out = self.ff(x, scratch)
+        scratch.give(x)
+        hs = _gated_residual_(hs, out, gates, text_len)  # [B, L+N, D]
+        scratch.give(out)
+        return hs
 
 
 class FinalNorm(nn.Module):
@@ -325,6 +336,7 @@ class CogVideoXTransformer(nn.Module):
         temb: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         text_len: int,
+        scratch: Scratch = NO_SCRATCH,
     ) -> torch.Tensor:
         """Run block ``index`` on the joint stream ``hs[B, L+N, D]`` on the block's device."""
         block = self.transformer_blocks[index]
@@ -332,7 +344,7 @@ class CogVideoXTransformer(nn.Module):
         if hs.device != dev:
             hs, temb = hs.to(dev), temb.to(dev)
             rope = None if rope is None else (rope[0].to(dev), rope[1].to(dev))
-        return block(hs, temb, rope, text_len)
+        return block(hs, temb, rope, text_len, scratch)
 
     def first_block_modulated_input(self, tokens: Tokens) -> torch.Tensor:
         """Timestep-modulated video tokens of block 0 ``[B, N, D]`` float32 (for step caches)."""
@@ -343,8 +355,9 @@ class CogVideoXTransformer(nn.Module):
     def run_all_blocks(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
         text_len = tokens.text.shape[1]
         hs = torch.cat([tokens.text, tokens.video], dim=1)  # [B, L+N, D] float32, a fresh buffer
+        scratch = Scratch(enabled=not torch.is_grad_enabled())  # dropped after the last block
         for i in range(len(self.transformer_blocks)):
-            hs = self.block_forward(i, hs, tokens.temb, tokens.rope, text_len)
+            hs = self.block_forward(i, hs, tokens.temb, tokens.rope, text_len, scratch)
         return hs[:, text_len:], hs[:, :text_len]  # video [B, N, D], text [B, L, D]
 
     def run_blocks(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
