@@ -50,6 +50,8 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         _ONEDNN_LINEAR is not None
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
+        and x.is_contiguous()
+        and weight.is_contiguous()
         and not torch.is_grad_enabled()
         and not torch.compiler.is_compiling()
     )

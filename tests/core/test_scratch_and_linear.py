@@ -107,3 +107,4 @@ def test_onednn_is_used_for_float32_on_cpu_when_present():
         assert uses_onednn(x, w)
         assert not uses_onednn(x.bfloat16(), w.bfloat16())
         assert not uses_onednn(x.to("meta"), w.to("meta"))
+        assert not uses_onednn(x, torch.zeros(8, 3).t())  # a transposed weight: the plain path
