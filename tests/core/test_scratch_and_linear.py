@@ -83,13 +83,14 @@ def test_blocks_reuse_buffers_and_the_numbers_do_not_change(tiny_transformer_con
 )
 def test_linear_matches_f_linear(act):
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(1100, 64, generator=g)  # more rows than one oneDNN call
-    w = torch.randn(96, 64, generator=g) * 0.1
+    x = torch.randn(1100, 256, generator=g)  # more rows than one oneDNN call
+    w = torch.randn(96, 256, generator=g) * 0.1
     b = torch.randn(96, generator=g)
     expected = F.linear(x, w, b)
     if act is not None:
         expected = act(expected)
     with torch.no_grad():
+        assert uses_onednn(x, w) or not torch.backends.mkldnn.is_available()
         got = linear(x, w, b, act)
         into = linear_into(torch.empty(1100, 96), x, w, b)
     torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
@@ -100,11 +101,12 @@ def test_linear_matches_f_linear(act):
 
 
 def test_onednn_is_used_for_float32_on_cpu_when_present():
-    x, w = torch.zeros(4, 8), torch.zeros(3, 8)
+    x, w = torch.zeros(4096, 64), torch.zeros(64, 64)  # 16.8M multiply-adds: the smallest oneDNN product
     with torch.no_grad():
         if not torch.backends.mkldnn.is_available():
             pytest.skip("this PyTorch build has no oneDNN")
         assert uses_onednn(x, w)
         assert not uses_onednn(x.bfloat16(), w.bfloat16())
         assert not uses_onednn(x.to("meta"), w.to("meta"))
-        assert not uses_onednn(x, torch.zeros(8, 3).t())  # a transposed weight: the plain path
+        assert not uses_onednn(x, torch.zeros(64, 64).t())  # a transposed weight: the plain path
+        assert not uses_onednn(x[:4095], w)  # too small: the plain path
