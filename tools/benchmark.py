@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--only", choices=["transformer", "vae", "pipeline", "cache"])
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3, quick 1)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5, quick 1)")
     parser.add_argument("--cache-threshold", type=float, default=0.8)
     parser.add_argument("--cache-steps", type=int, default=50)
     parser.add_argument("--out", default=None, help="markdown output (default artifacts/benchmark.md when full)")
@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     torch.set_num_threads(THREADS)
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick else 5)
     sections = [args.only] if args.only else ["transformer", "vae", "pipeline", "cache"]
     rows: list[Row] = []
     for section in sections:
