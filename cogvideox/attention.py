@@ -22,8 +22,11 @@ def _layer_norm_fp32(norm: nn.LayerNorm, x: torch.Tensor, scratch: Scratch = NO_
     """LayerNorm evaluated in float32 (weights upcast on the fly); returns float32.
 
     With an enabled ``scratch`` (no autograd) a float32 ``x`` is normalised into a scratch
-    buffer (a strided ``x`` is first copied into another one, which the kernel would otherwise
-    allocate itself): the same kernel and numbers as ``F.layer_norm``.
+    buffer (a strided ``x`` is first copied into another one): the same kernel and numbers as
+    ``F.layer_norm``. LayerNorm has no ``out=`` kernel (``native_layer_norm.out`` normalises
+    into a temporary and copies), but the temporary is freed at once and its memory reused, so
+    this still halves the page faults of the step against returning ``F.layer_norm``'s output
+    (~58k against ~100k per benchmark step; wall time within noise).
     """
     weight = norm.weight.float() if norm.weight is not None else None
     bias = norm.bias.float() if norm.bias is not None else None
