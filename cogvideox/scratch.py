@@ -6,7 +6,8 @@ dozen activation-sized tensors (normalised stream, fused q/k/v, normalised q and
 and feed-forward outputs), so a forward at 5B proportions spent about a tenth of its time in
 page faults (~160k per step of the benchmark's 4-block model, 0.4 s of system time in 4.2 s).
 A ``Scratch`` keeps the buffers that a block is done with and hands them to the next block:
-only the first block (and the attention kernel, which has no ``out=``) allocates.
+only the first block allocates (besides the attention kernel and LayerNorm, which have no
+``out=`` kernels).
 
 Lifetime: one pass over the blocks (``CogVideoXTransformer.run_all_blocks``); nothing is held
 between calls. At most ``keep`` free buffers per (size, dtype, device), so a deep model holds
