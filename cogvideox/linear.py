@@ -8,11 +8,14 @@ on 2 cores, and it applies the feed-forward's GELU to each block while it is sti
 (6.2 against 9.3 ms for a 512 x 512 -> 2048 block with its GELU). Same float32 precision, a
 different summation order (differences of ~1e-6 relative, as between any two BLAS libraries).
 
-``linear`` and ``linear_into`` fall back to ``addmm`` (and the activation module) wherever oneDNN is not used:
-other devices and dtypes, autograd, ``torch.compile`` tracing, builds without oneDNN.
+``linear`` and ``linear_into`` fall back to ``addmm`` (and the activation module) wherever
+oneDNN is not used: other devices and dtypes, autograd, ``torch.compile`` tracing, builds
+without oneDNN, CPUs other than x86-64, and small products.
 """
 
 from __future__ import annotations
+
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +30,8 @@ MIN_MACS = 1 << 24
 
 
 def _onednn_op():
-    if not torch.backends.mkldnn.is_available():
+    # Measured on x86-64 only; elsewhere (Arm builds route oneDNN through other backends) addmm.
+    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
         return None
     try:
         return torch.ops.mkldnn._linear_pointwise.default
