@@ -10,9 +10,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
+
+
+def is_compiling() -> bool:
+    """Whether ``torch.compile`` is tracing now (always False on torch < 2.3, which has no public check)."""
+    check = getattr(torch.compiler, "is_compiling", None)
+    return bool(check is not None and check())
 
 
 def compile_blocks(model: nn.Module, **compile_kwargs: Any) -> nn.Module:

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .compile import is_compiling
+
 # Rows per oneDNN call: its output block (rows x out features) stays in cache until it is copied
 # into ``out``; the matmul itself is as fast as one call over all rows (measured 512-2048).
 ROWS_PER_CALL = 1024
@@ -61,7 +63,7 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and weight.is_contiguous()
         and x.shape[0] * weight.shape[0] * weight.shape[1] >= MIN_MACS
         and not torch.is_grad_enabled()
-        and not torch.compiler.is_compiling()
+        and not is_compiling()
     )
 
 

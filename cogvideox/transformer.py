@@ -26,6 +26,7 @@ from einops import rearrange
 from torch import nn
 
 from .attention import FeedForward, JointAttention, _layer_norm_fp32
+from .compile import is_compiling
 from .configs import TransformerConfig
 from .embeddings import PatchEmbed, TimestepMLP, sincos_positions_3d, timestep_features
 from .rope import rotary_cos_sin
@@ -127,7 +128,7 @@ class CogVideoXBlock(nn.Module):
         text_len: int,
         scratch: Scratch = NO_SCRATCH,
     ) -> torch.Tensor:
-        if torch.compiler.is_compiling() or torch.is_grad_enabled():
+        if is_compiling() or torch.is_grad_enabled():
             scratch = NO_SCRATCH  # compiled graphs and autograd manage their own buffers
         x, gates = self.norm1.joint(hs, temb, text_len, scratch)
         out = self.attn1(x, text_len, rope, scratch)
