@@ -51,7 +51,7 @@ def _plain_linear(layer: nn.Module) -> bool:
     return type(layer) is nn.Linear and layer.bias is not None
 
 
-def _linear_into(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scratch: Scratch) -> torch.Tensor:
+def _linear_in_scratch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scratch: Scratch) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for ``x[..., in]`` into a scratch buffer ``[..., out]`` (see ``linear_into``)."""
     rows, width = x.shape[:-1], weight.shape[0]
     out = scratch.empty(*rows, width, dtype=x.dtype, device=x.device)
@@ -155,7 +155,7 @@ class JointAttention(nn.Module):
         weight = torch.cat([m.weight for m in projections])  # [3*inner, dim]
         bias = torch.cat([m.bias for m in projections])  # [3*inner]
         if not torch.is_grad_enabled():
-            qkv = _linear_into(seq, weight, bias, scratch)  # [B, S, 3*inner]
+            qkv = _linear_in_scratch(seq, weight, bias, scratch)  # [B, S, 3*inner]
         else:
             qkv = F.linear(seq, weight, bias)  # [B, S, 3*inner]
         q, k, v = rearrange(qkv, "b s (three h d) -> three b h s d", three=3, h=self.heads)
@@ -188,7 +188,7 @@ class JointAttention(nn.Module):
             tokens = scratch.empty(b, s, h * d, dtype=out.dtype, device=out.device)  # [B, S, heads*d]
             tokens.view(b, s, h, d).copy_(out.transpose(1, 2))  # [B, heads, S, d] -> [B, S, heads, d]
             scratch.give(out)
-            projected = _linear_into(tokens, self.to_out[0].weight, self.to_out[0].bias, scratch)
+            projected = _linear_in_scratch(tokens, self.to_out[0].weight, self.to_out[0].bias, scratch)
             scratch.give(tokens)
         else:
             projected = self.to_out[0](rearrange(out, "b h s d -> b s (h d)"))  # [B, S, heads*d] in

@@ -356,7 +356,7 @@ class CogVideoXTransformer(nn.Module):
     def run_all_blocks(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
         text_len = tokens.text.shape[1]
         hs = torch.cat([tokens.text, tokens.video], dim=1)  # [B, L+N, D] float32, a fresh buffer
-        scratch = Scratch(enabled=not torch.is_grad_enabled())  # dropped after the last block
+        scratch = Scratch()  # dropped after the last block (blocks ignore it under autograd)
         for i in range(len(self.transformer_blocks)):
             hs = self.block_forward(i, hs, tokens.temb, tokens.rope, text_len, scratch)
         return hs[:, text_len:], hs[:, :text_len]  # video [B, N, D], text [B, L, D]

@@ -209,24 +209,13 @@ def test_rotation_in_place_as_complex_equals_the_autograd_path():
     assert not torch.allclose(in_place[:, :, text_len:], x[:, :, text_len:])
 
 
-def test_parity_fp32_through_onednn(randomize):
+def test_parity_fp32_through_onednn(tiny_transformer_configs, randomize):
     """A config wide enough (4 heads x 64) and a latent long enough (590 rows) for the oneDNN
     linears and the chunked feed-forward: still diffusers' numbers, and oneDNN really ran."""
     from torch.profiler import profile
 
-    from cogvideox.configs import TransformerConfig
-
-    cfg = TransformerConfig(
-        num_attention_heads=4,
-        attention_head_dim=64,
-        time_embed_dim=32,
-        text_embed_dim=16,
-        num_layers=2,
-        sample_height=16,
-        sample_width=24,
-        sample_frames=9,
-        max_text_seq_length=7,
-        use_rotary_positional_embeddings=True,
+    cfg = tiny_transformer_configs["5b"].replace(
+        num_attention_heads=4, attention_head_dim=64, sample_height=16, sample_width=24
     )
     ref, ours = _pair(cfg, randomize)
     x, ctx, timestep = _inputs(cfg, 3, 16, 24)
