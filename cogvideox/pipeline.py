@@ -106,12 +106,17 @@ class Denoiser:
         return float(a.sqrt()) * x - float((1 - a).sqrt()) * v
 
 
-def _pad_front(x: torch.Tensor, pad: int) -> torch.Tensor:
+def pad_front(x: torch.Tensor, pad: int) -> torch.Tensor:
     """Prepend copies of the first ``pad`` frames: ``[B, C, T, h, w] -> [B, C, T + pad, h, w]``."""
     return torch.cat([x[:, :, :pad], x], dim=2) if pad else x
 
 
-def _scale_image_latent(image_latent: torch.Tensor, variant: Variant, mode: str) -> torch.Tensor:
+def scale_image_latent(image_latent: torch.Tensor, variant: Variant, mode: str) -> torch.Tensor:
+    """A raw image-to-video latent in the model's input space, as the reference pipelines scale it.
+
+    1.0 models multiply by the scaling factor; 1.5 (``invert_scale_latents``) divides by it
+    ("diffusers") or feeds the raw latent ("sat", the original SAT code).
+    """
     if not variant.invert_scale_latents:
         return image_latent * variant.scaling_factor
     if mode == "diffusers":
@@ -186,7 +191,7 @@ def sample(
     p_t = variant.transformer.patch_size_t or 1
     pad = (-frames) % p_t
 
-    x_in = _pad_front(latent.to(device, torch.float32) * sf, pad)  # [B, C, T + pad, h, w]
+    x_in = pad_front(latent.to(device, torch.float32) * sf, pad)  # [B, C, T + pad, h, w]
     if generator is None:
         generator = torch.Generator("cpu").manual_seed(seed)
     noise_sampler = frames_first_noise(generator)
@@ -195,14 +200,14 @@ def sample(
     else:
         noise = noise.to(device, torch.float32)
         if noise.shape[2] == frames and pad:
-            noise = _pad_front(noise, pad)  # [B, C, T + pad, h, w]
+            noise = pad_front(noise, pad)  # [B, C, T + pad, h, w]
         if noise.shape != x_in.shape:
             raise ValueError(f"noise shape {tuple(noise.shape)} does not match the latent {tuple(x_in.shape)}")
     x = noise if denoise >= 1.0 else add_noise(x_in, noise, schedule.alpha(0))
 
     image_cond = None
     if image_latent is not None:
-        scaled = _scale_image_latent(image_latent.to(device, torch.float32), variant, image_latent_scaling)
+        scaled = scale_image_latent(image_latent.to(device, torch.float32), variant, image_latent_scaling)
         # the reference zero-pads the image latent to the padded length (image at frame 0)
         image_cond = i2v_condition(_batch(scaled, b, "image_latent"), frames + pad)  # [B, C, T + pad, h, w]
     denoiser_cls, extra = Denoiser, {}

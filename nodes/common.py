@@ -37,11 +37,20 @@ class CogVideoXNodeError(ValueError):
         super().__init__(f"{node}: {message}")
 
 
+def network(patcher) -> Any:
+    """The library network a ModelPatcher holds: ``patcher.model.diffusion_model`` for the core
+    MODEL (nodes/core_model.py), the patched module itself otherwise (the VAE)."""
+    return getattr(patcher.model, "diffusion_model", patcher.model)
+
+
 @dataclass
 class CogVideoXModel:
     """COGVIDEOX_MODEL: the transformer in ComfyUI's memory manager, and its variant."""
 
-    patcher: Any  # comfy.model_patcher.ModelPatcher around cogvideox.transformer.CogVideoXTransformer
+    # comfy.model_patcher.ModelPatcher around nodes.core_model.CogVideoXCoreModel, whose
+    # diffusion_model is cogvideox.transformer.CogVideoXTransformer; the same patcher is the
+    # loader's core MODEL output.
+    patcher: Any
     variant: Any  # cogvideox.configs.Variant
     source: str = ""
     options: dict[str, Any] = field(default_factory=dict)

@@ -82,9 +82,9 @@ class CogVideoXImageToVideo:
     RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
     RETURN_NAMES = ("positive", "negative", "latent")
     OUTPUT_TOOLTIPS = (
-        "Positive conditioning carrying the image latent.",
-        "Negative conditioning carrying the image latent.",
-        "An empty LATENT of the requested size for CogVideoX Sampler.",
+        "Positive conditioning carrying the image latent (also as core's concat_latent_image).",
+        "Negative conditioning carrying the image latent (also as core's concat_latent_image).",
+        "An empty LATENT of the requested size for CogVideoX Sampler or core KSampler on the core MODEL.",
     )
 
     @classmethod
@@ -164,7 +164,8 @@ class CogVideoXImageToVideo:
         sigma = "auto" if noise_aug_mode == "auto" else noise_aug_strength
         pixels = conditioning.noise_augment(pixels, sigma, generator)
         latent = encode_video(self.DISPLAY_NAME, vae, pixels).repeat(batch_size, 1, 1, 1, 1)  # [B, 16, 1, h, w]
-        extra = {IMAGE_LATENT_KEY: latent, IMAGE_SCALING_KEY: image_latent_scaling}
+        # core's key (raw VAE space) for the core MODEL and core nodes, the pack's own for old graphs
+        extra = {IMAGE_LATENT_KEY: latent, IMAGE_SCALING_KEY: image_latent_scaling, "concat_latent_image": latent}
         positive = [[c, {**d, **extra}] for c, d in positive]
         negative = [[c, {**d, **extra}] for c, d in negative]
         return (positive, negative, {"samples": _empty(width, height, frames, batch_size)})

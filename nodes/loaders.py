@@ -28,6 +28,7 @@ from .common import (
     resolve_model_path,
     torch_dtype,
 )
+from .core_model import CogVideoXCoreModel
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,15 @@ class CogVideoXModelLoader:
     )
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "execute"
-    RETURN_TYPES = (MODEL_TYPE, "STRING")
-    RETURN_NAMES = ("model", "variant")
-    OUTPUT_TOOLTIPS = ("The CogVideoX transformer, for CogVideoX Sampler.", "The detected variant, e.g. 5b-i2v.")
+    RETURN_TYPES = (MODEL_TYPE, "STRING", "MODEL")
+    RETURN_NAMES = ("model", "variant", "core_model")
+    OUTPUT_TOOLTIPS = (
+        "The CogVideoX transformer, for CogVideoX Sampler.",
+        "The detected variant, e.g. 5b-i2v.",
+        "The same transformer as a core MODEL, for core KSampler / SamplerCustomAdvanced, guiders, "
+        "LoraLoaderModelOnly and the context-window nodes (dim 2 is the frame axis). Sample CogVideoX latents "
+        "(CogVideoX Empty Latent / Image To Video) with it.",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -124,10 +131,11 @@ class CogVideoXModelLoader:
             raise CogVideoXNodeError(self.DISPLAY_NAME, f"{e}. Pick another option.") from e
         if compile:
             compile_blocks(model)
-        patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+        core = CogVideoXCoreModel(model, variant, device=offload_device)
+        patcher = comfy.model_patcher.ModelPatcher(core, load_device=load_device, offload_device=offload_device)
         log.info("CogVideoX: loaded %s as variant %s (%s, storage %s)", model_name, variant.name, dtype, weight_storage)
         model_out = CogVideoXModel(patcher, variant, source=model_name, options={"block_swap": int(block_swap)})
-        return (model_out, variant.name)
+        return (model_out, variant.name, patcher)
 
 
 class CogVideoXVAELoader:

@@ -15,7 +15,7 @@ from ..cogvideox import frames as fr
 from ..cogvideox import pipeline, preview
 from ..cogvideox.offload import enable_block_swap, resident_bytes
 from ..cogvideox.samplers import SAMPLERS
-from .common import CATEGORY, MODEL_TYPE, CogVideoXNodeError
+from .common import CATEGORY, MODEL_TYPE, CogVideoXNodeError, network
 from .latents import IMAGE_LATENT_KEY, IMAGE_SCALING_KEY
 
 log = logging.getLogger(__name__)
@@ -50,19 +50,20 @@ def _on_device(node: str, model) -> Iterator[torch.device]:
     the CPU and the moves are no-ops (the same code runs, which is what the tests exercise).
     """
     patcher = model.patcher
+    net = network(patcher)
     count = int(model.options.get("block_swap", 0))
     device, offload = torch.device(patcher.load_device), torch.device(patcher.offload_device)
     if count <= 0:
         mm.load_models_gpu([patcher])
         yield device
         return
-    mm.free_memory(resident_bytes(patcher.model, count) + mm.minimum_inference_memory(), device)
-    swap = enable_block_swap(patcher.model, count, device, offload)
+    mm.free_memory(resident_bytes(net, count) + mm.minimum_inference_memory(), device)
+    swap = enable_block_swap(net, count, device, offload)
     try:
         yield device
     finally:
         swap.remove()
-        patcher.model.to(offload)
+        net.to(offload)
         log.info("%s: block swap moved %d blocks in during the run", node, swap.loads)
         mm.soft_empty_cache()
 
@@ -182,7 +183,7 @@ class CogVideoXSampler:
         variant = model.variant
         pos, pos_extra = _context(node, positive, "positive")
         neg, _ = _context(node, negative, "negative")
-        image_latent = pos_extra.get(IMAGE_LATENT_KEY)
+        image_latent = pos_extra.get(IMAGE_LATENT_KEY, pos_extra.get("concat_latent_image"))
         if variant.is_i2v and image_latent is None:
             raise CogVideoXNodeError(
                 node,
@@ -225,7 +226,7 @@ class CogVideoXSampler:
         try:
             with _on_device(node, model) as device:
                 out = pipeline.sample(
-                    model.patcher.model,
+                    network(model.patcher),
                     variant,
                     samples.to(device, torch.float32),
                     pos.to(device),
