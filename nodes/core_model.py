@@ -21,10 +21,12 @@ import comfy.conds
 import comfy.latent_formats
 import comfy.model_base
 import comfy.model_sampling
+import comfy.patcher_extension
 import comfy.supported_models_base
 import comfy.utils
 import torch
 
+from ..cogvideox import frames as fr
 from ..cogvideox import schedules
 from ..cogvideox.conditioning import i2v_condition
 from ..cogvideox.configs import SchedulerConfig, Variant
@@ -41,13 +43,16 @@ LATENT_CHANNELS = 16
 # reference's by sqrt(alpha) * x ~ 2.2e-4 * x and every other step is the reference's.
 TERMINAL_ALPHA = 4.8973451890853435e-08
 MODEL_NAME = "CogVideoX MODEL (from CogVideoX Model Loader)"
+SAMPLER_NODES = "KSampler / SamplerCustomAdvanced"
+WINDOW_NODE = "ContextWindowsManual"
+FRAME_DIM = 2  # [B, C, T, h, w]
 
 
 class CogVideoXCoreError(ValueError):
-    """A problem with what a core sampler node gave the CogVideoX MODEL: what and the fix."""
+    """A problem with what a core node gave the CogVideoX MODEL: the node, what and the fix."""
 
-    def __init__(self, message: str):
-        super().__init__(f"{MODEL_NAME}: {message}")
+    def __init__(self, message: str, node: str = SAMPLER_NODES):
+        super().__init__(f"{node} on the {MODEL_NAME}: {message}")
 
 
 class CogVideoXLatentFormat(comfy.latent_formats.LatentFormat):
@@ -195,17 +200,69 @@ class CogVideoXCoreModel(comfy.model_base.BaseModel):
             "context windows must run on the frame axis (dim 2)."
         )
 
-    # ------------------------------------------------------------------ model
-    def _check_latent(self, x: torch.Tensor) -> None:
-        if x.ndim != 5 or x.shape[1] != LATENT_CHANNELS:
+    # ----------------------------------------------------------------- checks
+    @staticmethod
+    def check_latent(shape: tuple[int, ...]) -> None:
+        if len(shape) != 5 or shape[1] != LATENT_CHANNELS:
             raise CogVideoXCoreError(
-                f"a core sampler gave it a latent of shape {tuple(x.shape)}; CogVideoX samples video latents "
+                f"the latent has shape {tuple(shape)}; CogVideoX samples video latents "
                 "[batch, 16, frames, height/8, width/8]. Use CogVideoX Empty Latent (or CogVideoX Image To Video / "
                 "Video To Video), not an image latent of another model."
             )
 
+    def check_sampling(self, shape: tuple[int, ...], context_handler=None) -> None:
+        """Before a core sampler starts: the latent, the context windows and the learned positions."""
+        self.check_latent(shape)
+        frames = shape[FRAME_DIM]
+        length = frames
+        if context_handler is not None:
+            dim, window = getattr(context_handler, "dim", None), getattr(context_handler, "context_length", None)
+            if dim != FRAME_DIM:
+                raise CogVideoXCoreError(
+                    f"dim is {dim}, but the frame axis of CogVideoX latents [B, C, T, h, w] is dim {FRAME_DIM}. "
+                    f"Set dim to {FRAME_DIM}.",
+                    WINDOW_NODE,
+                )
+            if window is not None and window > frames:
+                raise CogVideoXCoreError(
+                    f"context_length {window} is longer than the video ({frames} latent frames = "
+                    f"{fr.pixel_frames(frames)} frames). Set context_length to at most {frames} (it counts latent "
+                    "frames), or remove the node for a video this short.",
+                    WINDOW_NODE,
+                )
+            length = min(window or frames, frames)
+        cfg = self.diffusion_model.config
+        trained = fr.latent_frames(cfg.sample_frames)
+        if cfg.use_learned_positional_embeddings and length > trained:
+            raise CogVideoXCoreError(
+                f"the latent has {frames} latent frames ({fr.pixel_frames(frames)} frames) but this model has learned "
+                f"positions for at most {trained} ({cfg.sample_frames} frames). Make the video shorter, or put "
+                f"{WINDOW_NODE} (dim {FRAME_DIM}, context_length {trained} or less) between the loader's core_model "
+                "output and the sampler."
+            )
+
+    @staticmethod
+    def check_patches(transformer_options: dict) -> None:
+        """Patches of UNet blocks (FreeU, SAG, PAG, HyperTile, ToMe, ...) would silently do nothing here."""
+        found = sorted(
+            f"{kind}:{name}"
+            for kind in ("patches", "patches_replace")
+            for name, value in (transformer_options.get(kind) or {}).items()
+            if value
+        )
+        if found:
+            raise CogVideoXCoreError(
+                f"a core model patch was applied to it ({', '.join(found)}); those patches hook into UNet blocks "
+                "that CogVideoX does not have (FreeU, Self-Attention Guidance, Perturbed-Attention Guidance, "
+                "HyperTile, ToMe and the like). Remove that node between the loader and the sampler.",
+                "a core patch node",
+            )
+
+    # ------------------------------------------------------------------ model
+
     def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, **kwargs):
-        self._check_latent(x)
+        self.check_latent(tuple(x.shape))
+        self.check_patches(transformer_options or {})
         if c_crossattn is None:
             raise CogVideoXCoreError("the conditioning has no text embeddings; connect CogVideoX Text Encode.")
         sigma = t
@@ -229,3 +286,16 @@ class CogVideoXCoreModel(comfy.model_base.BaseModel):
             raise CogVideoXCoreError(str(e)) from e
         v = v[:, :, pad:].float()  # [B, 16, T, h, w]
         return self.model_sampling.calculate_denoised(sigma, v, x)
+
+
+def _check_before_sampling(executor, noise, latent_image, *args, **kwargs):
+    """OUTER_SAMPLE wrapper: checks the whole latent and the context windows before the first step."""
+    guider = executor.class_obj
+    guider.model_patcher.model.check_sampling(tuple(noise.shape), guider.model_options.get("context_handler"))
+    return executor(noise, latent_image, *args, **kwargs)
+
+
+def add_sampling_checks(patcher) -> None:
+    """Register the checks on a patcher of a ``CogVideoXCoreModel`` (clones inherit them)."""
+    patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, "cogvideox_checks",
+                                 _check_before_sampling)

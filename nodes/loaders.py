@@ -28,7 +28,7 @@ from .common import (
     resolve_model_path,
     torch_dtype,
 )
-from .core_model import CogVideoXCoreModel
+from .core_model import CogVideoXCoreModel, add_sampling_checks
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,7 @@ class CogVideoXModelLoader:
             compile_blocks(model)
         core = CogVideoXCoreModel(model, variant, device=offload_device)
         patcher = comfy.model_patcher.ModelPatcher(core, load_device=load_device, offload_device=offload_device)
+        add_sampling_checks(patcher)
         log.info("CogVideoX: loaded %s as variant %s (%s, storage %s)", model_name, variant.name, dtype, weight_storage)
         model_out = CogVideoXModel(patcher, variant, source=model_name, options={"block_swap": int(block_swap)})
         return (model_out, variant.name, patcher)

@@ -39,6 +39,7 @@ FIRST_FRAME = "cogvideox_example_first_frame.png"
 SOURCE_VIDEO = "cogvideox_example_source.mp4"
 SIZE = dict(width=64, height=64)
 SAMPLING = dict(seed=42, steps=25, cfg=6.0, scheduler="auto", dynamic_cfg=False)
+KSAMPLING = dict(seed=42, steps=25, cfg=6.0, sampler_name="euler", scheduler="simple", denoise=1.0)
 
 # The tiny model ships in the repo under tiny/<folder>/; this is where it can be fetched from.
 MODEL_URL = "https://github.com/cogvideox-nodes/cogvideox-nodes/raw/main/tiny"
@@ -114,6 +115,41 @@ WORKFLOWS: dict[str, dict] = {
             **SAMPLING, denoise=0.7,
         ),
         **_decode_save(["8", 0], "video_to_video"),
+    },
+    # The same graphs on the loader's core MODEL output (slot 2) with core KSampler: euler + simple
+    # at a step count dividing 1000 walks the reference's trailing timesteps.
+    "text_to_video_ksampler": {
+        **_text_nodes("a red square moving right"),
+        "4": _n("CogVideoXModelLoader", model_name=T2V, weight_dtype="auto"),
+        "5": _n("CogVideoXEmptyLatent", **SIZE, frames=9, batch_size=1),
+        "8": _n("KSampler", model=["4", 2], positive=["2", 0], negative=["3", 0], latent_image=["5", 0], **KSAMPLING),
+        **_decode_save(["8", 0], "text_to_video_ksampler"),
+    },
+    "image_to_video_ksampler": {
+        **_text_nodes("a blue square moving down"),
+        "4": _n("CogVideoXModelLoader", model_name=I2V, weight_dtype="auto"),
+        "11": _n("LoadImage", image=FIRST_FRAME),
+        "12": _n("ImageScale", image=["11", 0], upscale_method="bilinear", **SIZE, crop="center"),
+        "5": _n(
+            "CogVideoXImageToVideo", positive=["2", 0], negative=["3", 0], vae=["7", 0], image=["12", 0],
+            **SIZE, frames=9, batch_size=1, resize_mode="crop", noise_aug_strength=0.0, noise_aug_mode="fixed",
+            image_latent_scaling="diffusers", seed=0,
+        ),
+        "8": _n("KSampler", model=["4", 2], positive=["5", 0], negative=["5", 1], latent_image=["5", 2], **KSAMPLING),
+        **_decode_save(["8", 0], "image_to_video_ksampler"),
+    },
+    # 3x the tiny model's trained length (33 frames = 9 latent frames) in core context windows of
+    # its trained 3 latent frames on the frame axis (dim 2), overlapping by one.
+    "long_video": {
+        **_text_nodes("a red square moving right"),
+        "4": _n("CogVideoXModelLoader", model_name=T2V, weight_dtype="auto"),
+        "6": _n(
+            "ContextWindowsManual", model=["4", 2], context_length=3, context_overlap=1,
+            context_schedule="standard_static", context_stride=1, closed_loop=False, fuse_method="pyramid", dim=2,
+        ),
+        "5": _n("CogVideoXEmptyLatent", **SIZE, frames=33, batch_size=1),
+        "8": _n("KSampler", model=["6", 0], positive=["2", 0], negative=["3", 0], latent_image=["5", 0], **KSAMPLING),
+        **_decode_save(["8", 0], "long_video"),
     },
     "vae_roundtrip": {
         "7": _n("CogVideoXVAELoader", vae_name=VAE, weight_dtype="auto"),
@@ -216,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--thumbnails", action="store_true", help="also run each workflow for a frame strip")
+    parser.add_argument("--only", nargs="+", choices=list(WORKFLOWS), help="build only these workflows")
     args = parser.parse_args(argv)
+    names = args.only or list(WORKFLOWS)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out, api_out, thumbs = ROOT / "workflows", ROOT / "workflows" / "api", ROOT / "workflows" / "thumbnails"
     make_example_inputs(out / "inputs")
@@ -238,14 +276,14 @@ def main(argv: list[str] | None = None) -> int:
                 page = browser.new_page(viewport={"width": 1800, "height": 1000})
                 page.goto(host.url)
                 page.wait_for_function("() => window.app && window.app.graph", timeout=120_000)
-                for name, api in WORKFLOWS.items():
-                    ui, prompt = _build(page, name, api)
+                for name in names:
+                    ui, prompt = _build(page, name, WORKFLOWS[name])
                     (out / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
                     (api_out / f"{name}.json").write_text(json.dumps(prompt, indent=2) + "\n")
                     log.info("wrote workflows/%s.json and workflows/api/%s.json", name, name)
                 browser.close()
             if args.thumbnails:
-                for name in WORKFLOWS:
+                for name in names:
                     prompt = json.loads((api_out / f"{name}.json").read_text())
                     _thumbnail(host, prompt, thumbs / f"{name}.png")
                     log.info("wrote workflows/thumbnails/%s.png", name)

@@ -119,7 +119,7 @@ def test_an_image_to_video_model_without_an_image_says_so(pack, lib):
 
 def test_an_image_latent_of_another_model_is_refused_by_name(pack, lib):
     model, _, _ = _tiny_core_model(pack, lib, "5b")
-    with pytest.raises(ValueError, match="CogVideoX MODEL .*latent of shape \\(1, 4, 8, 12\\)"):
+    with pytest.raises(ValueError, match="CogVideoX MODEL .*latent has shape \\(1, 4, 8, 12\\)"):
         model.apply_model(torch.zeros(1, 4, 8, 12), torch.ones(1), c_crossattn=torch.zeros(1, 7, 16))
 
 
@@ -132,6 +132,7 @@ def tiny(pack):
     clip = CogVideoXT5Loader().execute("cogvideox_tiny_t5.safetensors", "auto")[0]
     encode = CogVideoXTextEncode()
     return {
+        "clip": clip,
         "t2v": CogVideoXModelLoader().execute("cogvideox_tiny_t2v.safetensors", "fp32"),
         "i2v": CogVideoXModelLoader().execute("cogvideox_tiny_i2v.safetensors", "fp32"),
         "vae": CogVideoXVAELoader().execute("cogvideox_tiny_vae.safetensors", "fp32")[0],
@@ -239,3 +240,58 @@ def test_core_lora_loader_patches_the_network(pack, tiny, tmp_path):
     assert (changed - base).abs().max() > 1e-2
     assert torch.equal(zero, base)
     assert torch.equal(again, base)
+
+
+# ------------------------------------------------------------------ long video: core context windows
+def _windows(model, length: int, dim: int = 2, overlap: int = 1):
+    from comfy_extras.nodes_context_windows import ContextWindowsManualNode
+
+    node = ContextWindowsManualNode
+    return node.execute(model, length, overlap, "standard_static", 1, False, "pyramid", dim).result[0]
+
+
+LONG_CASES = [("red", "square", "right"), ("blue", "circle", "left")]
+
+
+def test_context_windows_run_three_times_the_trained_length(pack, lib, tiny):
+    """The tiny model has learned positions for 3 latent frames (9 frames); 9 latent frames (33
+    frames) run in windows of 3 on the frame axis and keep the captioned colour and direction over
+    the whole video. Without windows the sampler says what to do."""
+    from cogvideox_pack.nodes.text import CogVideoXTextEncode
+
+    _, _, core_model = tiny["t2v"]
+    latent = torch.zeros(1, 16, 9, 8, 8)
+    with pytest.raises(ValueError, match="KSampler .*learned positions for at most 3 .*ContextWindowsManual"):
+        _core_ksampler(core_model, tiny["positive"], tiny["negative"], latent, "euler", "simple", steps=1)
+    windowed = _windows(core_model, 3)
+    clip = tiny["clip"]
+    seen = []
+    for colour, shape, direction in LONG_CASES:
+        positive = CogVideoXTextEncode().execute(clip, lib.synthetic.caption_for(colour, shape, direction))[0]
+        out = _core_ksampler(windowed, positive, tiny["negative"], latent, "euler", "simple")
+        video = _decode(pack, tiny["vae"], out)  # [3, 33, 64, 64]
+        assert video.shape[1] == 33
+        seen.append((lib.synthetic.video_colour(video), lib.synthetic.motion_direction(video)))
+    assert [s[0] for s in seen] == [c[0] for c in LONG_CASES], seen
+    assert [s[1] for s in seen] == [c[2] for c in LONG_CASES], seen
+
+
+def test_context_windows_longer_than_the_video_or_on_another_axis_are_refused(pack, tiny):
+    _, _, core_model = tiny["t2v"]
+    latent = torch.zeros(1, 16, 3, 8, 8)
+    with pytest.raises(ValueError, match="ContextWindowsManual .*context_length 5 is longer than the video"):
+        _core_ksampler(_windows(core_model, 5), tiny["positive"], tiny["negative"], latent, "euler", "simple")
+    with pytest.raises(ValueError, match="ContextWindowsManual .*dim is 0.*Set dim to 2"):
+        _core_ksampler(_windows(core_model, 2, dim=0), tiny["positive"], tiny["negative"], latent, "euler", "simple")
+
+
+def test_unet_block_patches_are_refused_by_name(pack, tiny):
+    """Perturbed-Attention Guidance replaces a UNet middle-block attention, which CogVideoX has
+    not: an error instead of a silent no-op."""
+    from comfy_extras.nodes_pag import PerturbedAttentionGuidance
+
+    _, _, core_model = tiny["t2v"]
+    patched = PerturbedAttentionGuidance.execute(core_model, 3.0).result[0]
+    with pytest.raises(ValueError, match="core patch node .*patches_replace:attn1.*Perturbed-Attention"):
+        _core_ksampler(patched, tiny["positive"], tiny["negative"], torch.zeros(1, 16, 3, 8, 8), "euler", "simple",
+                       steps=1)
