@@ -7,7 +7,11 @@ and prints a markdown table of ratios (ours / diffusers) with the absolute figur
 - ``vae``: decode with the real-size VAE (released architecture, random weights), untiled and
   tiled with the same explicit tile size: time and peak memory;
 - ``pipeline``: a whole text-to-video run (10 steps + decode) of a tiny-ish model;
-- ``cache``: step caching (TeaCache-like) vs the uncached run: speedup and PSNR of the frames.
+- ``cache``: step caching (TeaCache-like) vs the uncached run: speedup and PSNR of the frames;
+- ``core``: the core MODEL (nodes/core_model.py) in the real ComfyUI, loaded into this process:
+  core KSampler's sampling vs the pack's sampler (same solver, steps and noise; the ratio column is
+  core / pack), and the peak memory of a 3x-long video in core context windows vs the trained
+  length on the shipped tiny model (ratio 3x / 1x; each in a fresh child process).
 
 Timing: ``torch.set_num_threads(2)``, one warm-up call, then the median of ``--repeats`` calls,
 ours and diffusers interleaved call by call so that load from other processes hits both alike.
@@ -18,7 +22,7 @@ to the current RSS), decodes once and reports ``VmHWM - VmRSS before``: the extr
 memory the decode needed, measured the same way for both libraries, with no allocator state
 left over from an earlier run. The time in those rows is that single (cold) decode.
 
-Usage: ``python tools/benchmark.py [--quick] [--only transformer|vae|pipeline|cache]``.
+Usage: ``python tools/benchmark.py [--quick] [--only transformer|vae|pipeline|cache|core]``.
 The full run writes ``artifacts/benchmark.md`` (``--out`` to change; ``--out ''`` to skip).
 """
 
@@ -332,6 +336,108 @@ def bench_pipeline(quick: bool, repeats: int, steps: int = 10) -> list[Row]:
     return [Row(what, "time", t_ours, t_ref, "s", "<= 0.9x")]
 
 
+# ----------------------------------------------------------------------------- core MODEL
+def _load_comfy():
+    """The real ComfyUI (build/comfyui, CPU) and the pack, imported into this process."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from harness.comfy_inprocess import load_pack
+
+    return load_pack()
+
+
+def bench_core(quick: bool, repeats: int, steps: int = 10) -> list[Row]:
+    _load_comfy()
+    import comfy.model_patcher
+    import comfy.sample
+    from cogvideox_pack.cogvideox import configs, pipeline, transformer
+    from cogvideox_pack.nodes.core_model import CogVideoXCoreModel
+
+    tcfg, _, (t, h, w) = tiny_ish(quick)
+    variant = dataclasses.replace(configs.VARIANTS["5b"], transformer=tcfg)
+    net = randomize(transformer.CogVideoXTransformer(tcfg).eval(), seed=0)
+    cpu = torch.device("cpu")
+    patcher = comfy.model_patcher.ModelPatcher(CogVideoXCoreModel(net, variant), cpu, cpu)
+    gen = torch.Generator().manual_seed(5)
+    pos = torch.randn(1, 226, tcfg.text_embed_dim, generator=gen)
+    neg = torch.randn(1, 226, tcfg.text_embed_dim, generator=gen)
+    latent = torch.zeros(1, 16, t, h, w)
+    noise = comfy.sample.prepare_noise(latent, 0)
+    out = {}
+
+    def run_core():
+        out["core"] = comfy.sample.sample(
+            patcher, noise, steps, 6.0, "euler", "simple", [[pos, {}]], [[neg, {}]], latent, seed=0,
+            disable_pbar=True,
+        )
+
+    def run_pack():
+        out["pack"] = pipeline.sample(
+            net, variant, latent, pos, neg, steps=steps, cfg=6.0, sampler="euler", noise=noise
+        )
+
+    with torch.inference_mode():
+        t_core, t_pack = timed_pair(run_core, run_pack, repeats)
+    err = (out["core"] - out["pack"]).abs().max().item()
+    log.info("core vs pack euler: latent max difference %.2e", err)
+    what = (
+        f"core KSampler (euler+simple) on the core MODEL / pack sampler (euler), {steps} steps, CFG, "
+        f"tiny-ish latent {t}x{h}x{w} (latents within {err:.0e})"
+    )
+    rows = [Row(what, "time", t_core, t_pack, "s", "<= 1.05x")]
+    one, three = _spawn_core(1, quick), _spawn_core(3, quick)
+    log.info("long video: 1x %s, 3x %s", one, three)
+    what = (
+        f"long video, shipped tiny model through the nodes: {three['frames']} latent frames in core context "
+        f"windows of 3 / the trained {one['frames']} frames, {one['steps']} steps"
+    )
+    rows.append(Row(what, "peak RSS added", three["peak_mib"], one["peak_mib"], "MiB", "<= 1.3x"))
+    rows.append(Row(what, "time (1 run)", three["seconds"], one["seconds"], "s"))
+    return rows
+
+
+def core_child(factor: int, quick: bool) -> dict:
+    """Runs in a fresh process: one tiny-model sampling at ``factor`` x the trained length through
+    the nodes (core KSampler; context windows of the trained 3 latent frames when longer)."""
+    torch.set_num_threads(THREADS)
+    _load_comfy()
+    from cogvideox_pack.nodes.loaders import CogVideoXModelLoader, CogVideoXT5Loader
+    from cogvideox_pack.nodes.text import CogVideoXTextEncode
+    from comfy_extras.nodes_context_windows import ContextWindowsManualNode
+
+    import nodes as comfy_nodes
+
+    steps = 3 if quick else 10
+    clip = CogVideoXT5Loader().execute("cogvideox_tiny_t5.safetensors", "fp32")[0]
+    pos = CogVideoXTextEncode().execute(clip, "a red square moving right")[0]
+    neg = CogVideoXTextEncode().execute(clip, "")[0]
+    model = CogVideoXModelLoader().execute("cogvideox_tiny_t2v.safetensors", "fp32")[2]
+    model = ContextWindowsManualNode.execute(model, 3, 1, "standard_static", 1, False, "pyramid", 2).result[0]
+    frames = 3 * factor
+    latent = {"samples": torch.zeros(1, 16, frames, 8, 8)}
+
+    def run(n):
+        return comfy_nodes.KSampler().sample(model, 0, n, 6.0, "euler", "simple", pos, neg, latent, denoise=1.0)
+
+    run(1)  # warm-up: weights, kernels, allocator pools
+    gc.collect()
+    with torch.inference_mode():
+        before = _status_kib("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
+        start = time.perf_counter()
+        run(steps)
+        seconds = time.perf_counter() - start
+        peak = _status_kib("VmHWM")
+    return {"frames": frames, "steps": steps, "seconds": seconds, "peak_mib": (peak - before) / 1024}
+
+
+def _spawn_core(factor: int, quick: bool) -> dict:
+    cmd = [sys.executable, __file__, "--core-child", str(factor)] + (["--quick"] if quick else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"core child x{factor} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 # ----------------------------------------------------------------------------- cache
 def _tiny_prompt_embeddings(model_cfg: TransformerConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Real prompt embeddings from the shipped tiny T5 (tools/tiny/train.py helpers), if usable."""
@@ -434,12 +540,13 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    parser.add_argument("--only", choices=["transformer", "vae", "pipeline", "cache"])
+    parser.add_argument("--only", choices=["transformer", "vae", "pipeline", "cache", "core"])
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5, quick 1)")
     parser.add_argument("--cache-threshold", type=float, default=0.8)
     parser.add_argument("--cache-steps", type=int, default=50)
     parser.add_argument("--out", default=None, help="markdown output (default artifacts/benchmark.md when full)")
     parser.add_argument("--vae-child", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
+    parser.add_argument("--core-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--tiled", dest="tiled", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--untiled", dest="tiled", action="store_false", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -447,10 +554,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.vae_child:
         print(json.dumps(vae_child(args.vae_child, args.tiled, args.quick)))
         return 0
+    if args.core_child:
+        print(json.dumps(core_child(args.core_child, args.quick)))
+        return 0
 
     torch.set_num_threads(THREADS)
     repeats = args.repeats or (1 if args.quick else 5)
-    sections = [args.only] if args.only else ["transformer", "vae", "pipeline", "cache"]
+    sections = [args.only] if args.only else ["transformer", "vae", "pipeline", "cache", "core"]
     rows: list[Row] = []
     for section in sections:
         log.info("running %s ...", section)
@@ -460,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_vae(args.quick)
         elif section == "pipeline":
             rows += bench_pipeline(args.quick, repeats)
+        elif section == "core":
+            rows += bench_core(args.quick, repeats)
         else:
             steps = 10 if args.quick else args.cache_steps
             rows += bench_cache(args.quick, repeats, args.cache_threshold, steps)
