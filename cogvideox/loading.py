@@ -136,6 +136,29 @@ def read_shapes(files: Sequence[Path]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
+
+
+def stored_dtypes(path: str | Path, subfolder: str | None = None) -> set[torch.dtype]:
+    """The floating-point dtypes the weights are stored in, read from the headers only."""
+    files, _ = weight_files(path, subfolder)
+    found: set[torch.dtype] = set()
+    for file in files:
+        with _open(file, "cpu") as sf:
+            for key in sf.keys():
+                dtype = _SAFETENSORS_DTYPES.get(sf.get_slice(key).get_dtype())
+                if dtype is not None:
+                    found.add(dtype)
+    return found
+
+
 def load_state_dict_file(
     path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
 ) -> dict[str, torch.Tensor]:

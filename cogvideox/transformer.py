@@ -209,6 +209,7 @@ class CogVideoXTransformer(nn.Module):
         self.proj_out = ops.Linear(dim, cfg.patch_size**2 * (cfg.patch_size_t or 1) * cfg.out_channels)
         set_compute_dtype(self, compute_dtype)
         self.step_cache: StepCache | None = None
+        self.compute_dtype = compute_dtype
         self._pos_cache: dict[tuple, object] = {}
 
     # ----------------------------------------------------------------- geometry
