@@ -15,6 +15,7 @@ from torch import nn
 
 from .embeddings import _activation
 from .linear import linear, linear_into
+from .ops import DEFAULT_OPERATIONS, compute_dtype, plain_linear, resident
 from .scratch import NO_SCRATCH, Scratch
 
 
@@ -28,6 +29,8 @@ def _layer_norm_fp32(norm: nn.LayerNorm, x: torch.Tensor, scratch: Scratch = NO_
     this still halves the page faults of the step against returning ``F.layer_norm``'s output
     (~58k against ~100k per benchmark step; wall time within noise).
     """
+    if not resident(norm):  # a casting layer (comfy.ops): its own forward casts and patches the weights
+        return norm(x.float())
     weight = norm.weight.float() if norm.weight is not None else None
     bias = norm.bias.float() if norm.bias is not None else None
     if not scratch.enabled or torch.is_grad_enabled() or x.dtype != torch.float32:
@@ -46,11 +49,6 @@ def _layer_norm_fp32(norm: nn.LayerNorm, x: torch.Tensor, scratch: Scratch = NO_
     return out
 
 
-def _plain_linear(layer: nn.Module) -> bool:
-    """A float ``nn.Linear`` with a bias (not a low-precision subclass): safe to call as ``addmm``."""
-    return type(layer) is nn.Linear and layer.bias is not None
-
-
 def _linear_in_scratch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, scratch: Scratch) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for ``x[..., in]`` into a scratch buffer ``[..., out]`` (see ``linear_into``)."""
     rows, width = x.shape[:-1], weight.shape[0]
@@ -58,11 +56,6 @@ def _linear_in_scratch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     flat = x.reshape(rows.numel(), x.shape[-1])  # [..., in] -> [rows, in]
     linear_into(out.view(rows.numel(), width), flat, weight, bias)
     return out
-
-
-def compute_dtype(layer: nn.Module) -> torch.dtype:
-    """The dtype a Linear layer computes in (its weight dtype, or ``compute_dtype`` of a low-precision one)."""
-    return getattr(layer, "compute_dtype", None) or layer.weight.dtype
 
 
 def _math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -131,16 +124,17 @@ _PAIR_SIGN = torch.tensor([-1.0, 1.0])
 
 
 class JointAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, head_dim: int, bias: bool, qk_eps: float = 1e-6):
+    def __init__(self, dim: int, heads: int, head_dim: int, bias: bool, qk_eps: float = 1e-6, operations=None):
         super().__init__()
+        ops = operations or DEFAULT_OPERATIONS
         inner = heads * head_dim
         self.heads = heads
-        self.to_q = nn.Linear(dim, inner, bias=bias)
-        self.to_k = nn.Linear(dim, inner, bias=bias)
-        self.to_v = nn.Linear(dim, inner, bias=bias)
-        self.norm_q = nn.LayerNorm(head_dim, eps=qk_eps)
-        self.norm_k = nn.LayerNorm(head_dim, eps=qk_eps)
-        self.to_out = nn.ModuleList([nn.Linear(inner, dim, bias=True), nn.Dropout(0.0)])
+        self.to_q = ops.Linear(dim, inner, bias=bias)
+        self.to_k = ops.Linear(dim, inner, bias=bias)
+        self.to_v = ops.Linear(dim, inner, bias=bias)
+        self.norm_q = ops.LayerNorm(head_dim, eps=qk_eps)
+        self.norm_k = ops.LayerNorm(head_dim, eps=qk_eps)
+        self.to_out = nn.ModuleList([ops.Linear(inner, dim, bias=True), nn.Dropout(0.0)])
         self.backend = "sdpa"  # a key of ATTENTION_BACKENDS, see set_attention_backend
 
     def _qkv(self, seq: torch.Tensor, scratch: Scratch) -> tuple[torch.Tensor, ...]:
@@ -149,7 +143,7 @@ class JointAttention(nn.Module):
         One matmul when the three are plain Linear layers (into a scratch buffer when enabled).
         """
         projections = (self.to_q, self.to_k, self.to_v)
-        if not all(_plain_linear(m) for m in projections):
+        if not all(plain_linear(m) for m in projections):
             q, k, v = (rearrange(m(seq), "b s (h d) -> b h s d", h=self.heads) for m in projections)
             return q, k, v, None
         weight = torch.cat([m.weight for m in projections])  # [3*inner, dim]
@@ -183,7 +177,7 @@ class JointAttention(nn.Module):
         scratch.give(q, k)
         if qkv is not None:
             scratch.give(qkv)
-        if not torch.is_grad_enabled() and _plain_linear(self.to_out[0]):
+        if not torch.is_grad_enabled() and plain_linear(self.to_out[0]):
             b, h, s, d = out.shape
             tokens = scratch.empty(b, s, h * d, dtype=out.dtype, device=out.device)  # [B, S, heads*d]
             tokens.view(b, s, h, d).copy_(out.transpose(1, 2))  # [B, heads, S, d] -> [B, S, heads, d]
@@ -198,13 +192,13 @@ class JointAttention(nn.Module):
 class _ProjAct(nn.Module):
     """``act(proj(x))``: the first layer of the feed-forward network (named ``net.0``)."""
 
-    def __init__(self, dim_in: int, dim_out: int, act: str):
+    def __init__(self, dim_in: int, dim_out: int, act: str, operations=None):
         super().__init__()
-        self.proj = nn.Linear(dim_in, dim_out)
+        self.proj = (operations or DEFAULT_OPERATIONS).Linear(dim_in, dim_out)
         self.act = _activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _plain_linear(self.proj) and x.ndim == 2:  # [rows, in]: the activation fused where it can be
+        if plain_linear(self.proj) and x.ndim == 2:  # [rows, in]: the activation fused where it can be
             return linear(x, self.proj.weight, self.proj.bias, self.act)
         return self.act(self.proj(x))
 
@@ -217,11 +211,12 @@ FF_CHUNK_ROWS = 512
 
 
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, act: str, dropout: float = 0.0, mult: int = 4):
+    def __init__(self, dim: int, act: str, dropout: float = 0.0, mult: int = 4, operations=None):
         super().__init__()
+        ops = operations or DEFAULT_OPERATIONS
         hidden = dim * mult
         self.net = nn.ModuleList(
-            [_ProjAct(dim, hidden, act), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)]
+            [_ProjAct(dim, hidden, act, ops), nn.Dropout(dropout), ops.Linear(hidden, dim), nn.Dropout(dropout)]
         )
 
     def forward(self, x: torch.Tensor, scratch: Scratch = NO_SCRATCH) -> torch.Tensor:
@@ -233,7 +228,7 @@ class FeedForward(nn.Module):
             return x
         flat = x.reshape(rows, x.shape[-1])  # [B, S, D] -> [B*S, D]
         proj_act, dropout, proj_out, dropout_out = self.net
-        plain_out = _plain_linear(proj_out)
+        plain_out = plain_linear(proj_out)
         out = None
         for a in range(0, rows, FF_CHUNK_ROWS):
             h = dropout(proj_act(flat[a : a + FF_CHUNK_ROWS]))  # [rows', D] -> [rows', 4D]

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
+from .ops import DEFAULT_OPERATIONS, compute_dtype, linear_fp32
+
 
 def timestep_features(
     t: torch.Tensor,
@@ -54,16 +56,15 @@ def _activation(name: str) -> nn.Module:
 class TimestepMLP(nn.Module):
     """``linear_2(act(linear_1(features)))``, evaluated in float32 whatever the weight dtype."""
 
-    def __init__(self, in_dim: int, out_dim: int, act: str = "silu"):
+    def __init__(self, in_dim: int, out_dim: int, act: str = "silu", operations=None):
         super().__init__()
-        self.linear_1 = nn.Linear(in_dim, out_dim)
+        ops = operations or DEFAULT_OPERATIONS
+        self.linear_1 = ops.Linear(in_dim, out_dim)
         self.act = _activation(act)
-        self.linear_2 = nn.Linear(out_dim, out_dim)
+        self.linear_2 = ops.Linear(out_dim, out_dim)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        h = F.linear(feats.float(), self.linear_1.weight.float(), self.linear_1.bias.float())
-        h = self.act(h)
-        return F.linear(h, self.linear_2.weight.float(), self.linear_2.bias.float())
+        return linear_fp32(self.linear_2, self.act(linear_fp32(self.linear_1, feats)))
 
 
 def _sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
@@ -121,16 +122,18 @@ class PatchEmbed(nn.Module):
         patch_size_t: int | None,
         bias: bool,
         learned_positions_len: int | None,
+        operations=None,
     ):
         super().__init__()
+        ops = operations or DEFAULT_OPERATIONS
         self.patch_size = patch_size
         self.patch_size_t = patch_size_t
         if patch_size_t is None:
-            self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size, bias=bias)
+            self.proj = ops.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size, bias=bias)
         else:
             # The upstream 1.5 module always carries a bias here, whatever patch_bias says.
-            self.proj = nn.Linear(in_channels * patch_size * patch_size * patch_size_t, dim)
-        self.text_proj = nn.Linear(text_dim, dim)
+            self.proj = ops.Linear(in_channels * patch_size * patch_size * patch_size_t, dim)
+        self.text_proj = ops.Linear(text_dim, dim)
         if learned_positions_len is not None:
             self.register_buffer("pos_embedding", torch.zeros(1, learned_positions_len, dim), persistent=True)
         else:
@@ -139,16 +142,16 @@ class PatchEmbed(nn.Module):
     def embed_video(self, x: torch.Tensor) -> torch.Tensor:
         """``x[B, C, T, H, W]`` -> tokens ``[B, T'*H'*W', dim]`` in (t, h, w) order."""
         p, pt = self.patch_size, self.patch_size_t
-        w = self.proj.weight
+        dtype = compute_dtype(self.proj)
         if pt is None:
             b = x.shape[0]
             frames = rearrange(x, "b c t h w -> (b t) c h w")  # [B*T, C, H, W]
-            tok = self.proj(frames.to(w.dtype))  # [B*T, D, H/p, W/p]
+            tok = self.proj(frames.to(dtype))  # [B*T, D, H/p, W/p]
             return rearrange(tok, "(b t) d h w -> b (t h w) d", b=b)  # [B, T*H'*W', D]
         patches = rearrange(
             x, "b c (t pt) (h ph) (w pw) -> b (t h w) (c pt ph pw)", pt=pt, ph=p, pw=p
         )  # [B, T'*H'*W', C*pt*p*p]
-        return self.proj(patches.to(w.dtype))  # [B, N, D]
+        return self.proj(patches.to(dtype))  # [B, N, D]
 
     def embed_text(self, context: torch.Tensor) -> torch.Tensor:
-        return self.text_proj(context.to(self.text_proj.weight.dtype))  # [B, L, D]
+        return self.text_proj(context.to(compute_dtype(self.text_proj)))  # [B, L, D]

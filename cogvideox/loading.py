@@ -136,6 +136,29 @@ def read_shapes(files: Sequence[Path]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
+
+
+def stored_dtypes(path: str | Path, subfolder: str | None = None) -> set[torch.dtype]:
+    """The floating-point dtypes the weights are stored in, read from the headers only."""
+    files, _ = weight_files(path, subfolder)
+    found: set[torch.dtype] = set()
+    for file in files:
+        with _open(file, "cpu") as sf:
+            for key in sf.keys():
+                dtype = _SAFETENSORS_DTYPES.get(sf.get_slice(key).get_dtype())
+                if dtype is not None:
+                    found.add(dtype)
+    return found
+
+
 def load_state_dict_file(
     path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
 ) -> dict[str, torch.Tensor]:
@@ -148,7 +171,10 @@ def load_state_dict_file(
     return _read_tensors(files, dtype, device)
 
 
-def _read_tensors(files: Sequence[Path], dtype: torch.dtype | None, device) -> dict[str, torch.Tensor]:
+def _read_tensors(
+    files: Sequence[Path], dtype: torch.dtype | None, device, keep: Sequence[torch.dtype] = ()
+) -> dict[str, torch.Tensor]:
+    """Tensors of ``files``; floating-point ones cast to ``dtype`` unless stored in a ``keep`` dtype."""
     device = str(torch.device(device))
     out: dict[str, torch.Tensor] = {}
     for file in files:
@@ -160,7 +186,7 @@ def _read_tensors(files: Sequence[Path], dtype: torch.dtype | None, device) -> d
                     raise CogVideoXLoadError(
                         f"cannot read tensor {key!r} from {file} ({err}); the file is truncated: download it again"
                     ) from err
-                if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+                if dtype is not None and tensor.is_floating_point() and tensor.dtype not in (dtype, *keep):
                     tensor = tensor.to(dtype)
                 out[key] = tensor
     return out
@@ -366,8 +392,16 @@ def load_transformer(
     dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
     config: TransformerConfig | None = None,
+    operations=None,
+    keep_dtypes: Sequence[torch.dtype] = (),
 ) -> tuple[CogVideoXTransformer, Variant]:
-    """Load a CogVideoX transformer (diffusers folder, sharded folder or single file)."""
+    """Load a CogVideoX transformer (diffusers folder, sharded folder or single file).
+
+    ``operations`` (default ``torch.nn``) supplies the layer classes (``cogvideox.ops``).
+    Tensors stored in one of ``keep_dtypes`` (e.g. fp8) stay in that dtype instead of being cast
+    to ``dtype``; the ``operations`` must then cast them (e.g. ``comfy.ops.manual_cast``), and
+    ``dtype`` is what those layers compute in.
+    """
     files, config_file = weight_files(path, subfolder="transformer")
     shapes = read_shapes(files)
     _require(shapes, TRANSFORMER_REQUIRED, "CogVideoX transformer")
@@ -378,13 +412,13 @@ def load_transformer(
         else:
             config = detect_transformer_config(shapes)
             logger.info("no config found with %s; detected %s", path, config)
-    state = _read_tensors(files, dtype, device)
+    state = _read_tensors(files, dtype, device, keep_dtypes)
     if config.patch_size_t is not None and "patch_embed.proj.bias" not in state:
         # 1.5 checkpoints without a patch bias: the upstream module has one; zero is equivalent.
         weight = state["patch_embed.proj.weight"]
         state["patch_embed.proj.bias"] = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
     with torch.device("meta"):
-        model = CogVideoXTransformer(config)
+        model = CogVideoXTransformer(config, operations, compute_dtype=dtype if keep_dtypes else None)
     model = _fill(model, state, "CogVideoX transformer", path)
     return model, _with_variant_metadata(match_variant(config), files)
 
@@ -413,8 +447,12 @@ def load_vae(
     dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
     config: VAEConfig | None = None,
+    operations=None,
 ):
-    """Load the CogVideoX 3D VAE (diffusers folder, sharded folder or single file)."""
+    """Load the CogVideoX 3D VAE (diffusers folder, sharded folder or single file).
+
+    ``operations`` (default ``torch.nn``) supplies the layer classes (``cogvideox.ops``).
+    """
     files, config_file = weight_files(path, subfolder="vae")
     shapes = read_shapes(files)
     _require(shapes, VAE_REQUIRED, "CogVideoX VAE (AutoencoderKLCogVideoX)")
@@ -425,5 +463,5 @@ def load_vae(
 
     state = _read_tensors(files, dtype, device)
     with torch.device("meta"):
-        model = CogVideoXVAE(config)
+        model = CogVideoXVAE(config, operations)
     return _fill(model, state, "CogVideoX VAE", path)

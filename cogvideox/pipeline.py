@@ -18,6 +18,7 @@ from torch import nn
 from . import guidance
 from .conditioning import i2v_condition
 from .configs import Variant
+from .ops import resident
 from .samplers import SAMPLERS, frames_first_noise
 from .schedules import Schedule, add_noise, make_schedule
 
@@ -26,10 +27,21 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int, torch.Tensor], None]
 
 
-def _param(model) -> torch.Tensor | None:
-    if isinstance(model, nn.Module):
-        return next(model.parameters(), None)
-    return None
+def _placement(model, fallback: torch.Tensor) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype the network computes in: those of its first resident layer's weights
+    (a partially loaded model's streamed layers wait on another device), its ``compute_dtype``
+    when set (weights stored in another dtype), else ``fallback``'s."""
+    if not isinstance(model, nn.Module):
+        return fallback.device, fallback.dtype
+    dtype = getattr(model, "compute_dtype", None)
+    for module in model.modules():
+        param = next(module.parameters(recurse=False), None)
+        if param is None:
+            continue
+        dtype = dtype or param.dtype
+        if resident(module):
+            return param.device, dtype
+    return fallback.device, dtype or fallback.dtype
 
 
 class Denoiser:
@@ -183,9 +195,7 @@ def sample(
         log.info("denoise %.3f keeps no step of %d; returning the input latent", denoise, steps)
         return latent.clone()
 
-    param = _param(model)
-    device = param.device if param is not None else positive.device
-    dtype = param.dtype if param is not None else positive.dtype
+    device, dtype = _placement(model, positive)
     sf = variant.scaling_factor
     b, _, frames, _, _ = latent.shape
     p_t = variant.transformer.patch_size_t or 1

@@ -78,14 +78,16 @@ class LowPrecisionLinear(nn.Linear):
         new.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(compute), requires_grad=False)
         return new
 
-    def upcast_weight(self) -> torch.Tensor:
-        w = self.weight.to(self.compute_dtype)  # [out, in]
+    def upcast_weight(self, device: torch.device | None = None) -> torch.Tensor:
+        w = self.weight.to(device=device or self.weight.device, dtype=self.compute_dtype)  # [out, in]
         if self.storage_dtype in _FP8:
-            w = w.mul_(self.weight_scale.to(self.compute_dtype))
+            w = w.mul_(self.weight_scale.to(device=w.device, dtype=self.compute_dtype))
         return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.to(self.compute_dtype), self.upcast_weight(), self.bias)
+        # weights left on another device (a ComfyUI partial load that did not fit them) come along
+        bias = None if self.bias is None else self.bias.to(x.device)
+        return F.linear(x.to(self.compute_dtype), self.upcast_weight(x.device), bias)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, storage={self.storage_dtype}, compute={self.compute_dtype}"

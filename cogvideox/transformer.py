@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -29,6 +28,7 @@ from .attention import FeedForward, JointAttention, _layer_norm_fp32
 from .compile import is_compiling
 from .configs import TransformerConfig
 from .embeddings import PatchEmbed, TimestepMLP, sincos_positions_3d, timestep_features
+from .ops import DEFAULT_OPERATIONS, compute_dtype, linear_fp32, set_compute_dtype
 from .rope import rotary_cos_sin
 from .scratch import NO_SCRATCH, Scratch
 
@@ -70,15 +70,16 @@ def _gated_residual_(hs: torch.Tensor, out: torch.Tensor, gates: tuple[torch.Ten
 class AdaNormZero(nn.Module):
     """LayerNorm + per-sample shift/scale for video and text, and their residual gates."""
 
-    def __init__(self, cond_dim: int, dim: int, affine: bool, eps: float):
+    def __init__(self, cond_dim: int, dim: int, affine: bool, eps: float, operations=None):
         super().__init__()
+        ops = operations or DEFAULT_OPERATIONS
         self.silu = nn.SiLU()
-        self.linear = nn.Linear(cond_dim, 6 * dim)
-        self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=affine)
+        self.linear = ops.Linear(cond_dim, 6 * dim)
+        self.norm = ops.LayerNorm(dim, eps=eps, elementwise_affine=affine)
 
     def modulation(self, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """shift, scale, gate, text shift, text scale, text gate: ``[B, 1, D]`` float32 each."""
-        mod = F.linear(self.silu(temb.float()), self.linear.weight.float(), self.linear.bias.float())  # [B, 6D]
+        mod = linear_fp32(self.linear, self.silu(temb.float()))  # [B, 6D]
         return mod[:, None, :].chunk(6, dim=-1)
 
     def video(self, video: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
@@ -107,18 +108,23 @@ class CogVideoXBlock(nn.Module):
     sets it while the weights wait on another device between calls.
     """
 
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, cfg: TransformerConfig, operations=None):
         super().__init__()
+        ops = operations or DEFAULT_OPERATIONS
         dim = cfg.inner_dim
         affine, eps = cfg.norm_elementwise_affine, cfg.norm_eps
-        self.norm1 = AdaNormZero(cfg.time_embed_dim, dim, affine, eps)
-        self.attn1 = JointAttention(dim, cfg.num_attention_heads, cfg.attention_head_dim, cfg.attention_bias)
-        self.norm2 = AdaNormZero(cfg.time_embed_dim, dim, affine, eps)
-        self.ff = FeedForward(dim, cfg.activation_fn, cfg.dropout)
+        self.norm1 = AdaNormZero(cfg.time_embed_dim, dim, affine, eps, ops)
+        self.attn1 = JointAttention(
+            dim, cfg.num_attention_heads, cfg.attention_head_dim, cfg.attention_bias, operations=ops
+        )
+        self.norm2 = AdaNormZero(cfg.time_embed_dim, dim, affine, eps, ops)
+        self.ff = FeedForward(dim, cfg.activation_fn, cfg.dropout, operations=ops)
         self.execution_device: torch.device | None = None
 
-    def device(self) -> torch.device:
-        return self.execution_device or self.norm1.linear.weight.device
+    def device(self, default: torch.device) -> torch.device:
+        """Where the block computes: ``execution_device`` when set (block swap), else ``default``
+        (the device of its input; a partially loaded block's weights may wait elsewhere)."""
+        return self.execution_device or default
 
     def forward(
         self,
@@ -146,21 +152,27 @@ class CogVideoXBlock(nn.Module):
 class FinalNorm(nn.Module):
     """Adaptive LayerNorm of the output (shift first, then scale)."""
 
-    def __init__(self, cond_dim: int, dim: int, affine: bool, eps: float):
+    def __init__(self, cond_dim: int, dim: int, affine: bool, eps: float, operations=None):
         super().__init__()
+        ops = operations or DEFAULT_OPERATIONS
         self.silu = nn.SiLU()
-        self.linear = nn.Linear(cond_dim, 2 * dim)
-        self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=affine)
+        self.linear = ops.Linear(cond_dim, 2 * dim)
+        self.norm = ops.LayerNorm(dim, eps=eps, elementwise_affine=affine)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        mod = F.linear(self.silu(temb.float()), self.linear.weight.float(), self.linear.bias.float())  # [B, 2D]
+        mod = linear_fp32(self.linear, self.silu(temb.float()))  # [B, 2D]
         shift, scale = mod[:, None, :].chunk(2, dim=-1)  # [B, 1, D] each
         return _modulate_(_layer_norm_fp32(self.norm, x), scale, shift)
 
 
 class CogVideoXTransformer(nn.Module):
-    def __init__(self, config: TransformerConfig):
+    """The transformer; ``operations`` (default ``torch.nn``) supplies its layer classes (see
+    ``cogvideox.ops``), ``compute_dtype`` the dtype that casting layers (e.g. ``comfy.ops.manual_cast``
+    with fp8 weights) are fed (None: each layer's weight dtype)."""
+
+    def __init__(self, config: TransformerConfig, operations=None, compute_dtype: torch.dtype | None = None):
         super().__init__()
+        ops = operations or DEFAULT_OPERATIONS
         cfg = config
         if cfg.out_channels is None:
             raise ValueError("TransformerConfig.out_channels must be set (16 for every released model)")
@@ -184,17 +196,20 @@ class CogVideoXTransformer(nn.Module):
             cfg.patch_size_t,
             cfg.patch_bias,
             learned_len,
+            operations=ops,
         )
         self.embedding_dropout = nn.Dropout(cfg.dropout)
-        self.time_embedding = TimestepMLP(dim, cfg.time_embed_dim, cfg.timestep_activation_fn)
+        self.time_embedding = TimestepMLP(dim, cfg.time_embed_dim, cfg.timestep_activation_fn, ops)
         self.ofs_embedding = None
         if cfg.ofs_embed_dim:
-            self.ofs_embedding = TimestepMLP(cfg.ofs_embed_dim, cfg.ofs_embed_dim, cfg.timestep_activation_fn)
-        self.transformer_blocks = nn.ModuleList([CogVideoXBlock(cfg) for _ in range(cfg.num_layers)])
-        self.norm_final = nn.LayerNorm(dim, cfg.norm_eps, cfg.norm_elementwise_affine)
-        self.norm_out = FinalNorm(cfg.time_embed_dim, dim, cfg.norm_elementwise_affine, cfg.norm_eps)
-        self.proj_out = nn.Linear(dim, cfg.patch_size**2 * (cfg.patch_size_t or 1) * cfg.out_channels)
+            self.ofs_embedding = TimestepMLP(cfg.ofs_embed_dim, cfg.ofs_embed_dim, cfg.timestep_activation_fn, ops)
+        self.transformer_blocks = nn.ModuleList([CogVideoXBlock(cfg, ops) for _ in range(cfg.num_layers)])
+        self.norm_final = ops.LayerNorm(dim, cfg.norm_eps, cfg.norm_elementwise_affine)
+        self.norm_out = FinalNorm(cfg.time_embed_dim, dim, cfg.norm_elementwise_affine, cfg.norm_eps, ops)
+        self.proj_out = ops.Linear(dim, cfg.patch_size**2 * (cfg.patch_size_t or 1) * cfg.out_channels)
+        set_compute_dtype(self, compute_dtype)
         self.step_cache: StepCache | None = None
+        self.compute_dtype = compute_dtype
         self._pos_cache: dict[tuple, object] = {}
 
     # ----------------------------------------------------------------- geometry
@@ -341,7 +356,7 @@ class CogVideoXTransformer(nn.Module):
     ) -> torch.Tensor:
         """Run block ``index`` on the joint stream ``hs[B, L+N, D]`` on the block's device."""
         block = self.transformer_blocks[index]
-        dev = block.device()
+        dev = block.device(hs.device)
         if hs.device != dev:
             hs, temb = hs.to(dev), temb.to(dev)
             rope = None if rope is None else (rope[0].to(dev), rope[1].to(dev))
@@ -350,7 +365,7 @@ class CogVideoXTransformer(nn.Module):
     def first_block_modulated_input(self, tokens: Tokens) -> torch.Tensor:
         """Timestep-modulated video tokens of block 0 ``[B, N, D]`` float32 (for step caches)."""
         block = self.transformer_blocks[0]
-        dev = block.device()
+        dev = block.device(tokens.video.device)
         return block.norm1.video(tokens.video.to(dev), tokens.temb.to(dev))
 
     def run_all_blocks(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
@@ -368,11 +383,10 @@ class CogVideoXTransformer(nn.Module):
 
     def final(self, video: torch.Tensor, temb: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         cfg = self.config
-        dev = self.proj_out.weight.device
-        video, temb = video.to(dev), temb.to(dev)
+        temb = temb.to(video.device)  # the last block's device (the input's, or block swap's compute device)
         h = _layer_norm_fp32(self.norm_final, video)
         h = self.norm_out(h, temb)
-        h = self.proj_out(h.to(self.proj_out.weight.dtype))  # [B, N, C*pt*p*p]
+        h = self.proj_out(h.to(compute_dtype(self.proj_out)))  # [B, N, C*pt*p*p]
         p, pt = cfg.patch_size, cfg.patch_size_t or 1
         t, gh, gw = grid
         return rearrange(

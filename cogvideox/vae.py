@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from .configs import VAEConfig
+from .ops import DEFAULT_OPERATIONS
 from .vae_blocks import (
     Cache,
     CausalConv3d,
-    Conv3d,
     DownBlock3D,
     MidBlock3D,
     SpatialNorm3D,
@@ -32,6 +32,7 @@ from .vae_blocks import (
     causal_conv,
     decoded_frames,
     encoded_frames,
+    fast_conv3d,
     norm_act_conv,
     temporal_levels,
 )
@@ -53,12 +54,13 @@ def frame_spans(n: int, batch: int | None) -> list[tuple[int, int]]:
 
 
 class Encoder3D(nn.Module):
-    def __init__(self, cfg: VAEConfig):
+    def __init__(self, cfg: VAEConfig, operations=None):
         super().__init__()
+        ops = operations or DEFAULT_OPERATIONS
         ch = cfg.block_out_channels
         levels = temporal_levels(cfg.temporal_compression_ratio)
         self.act = cfg.act_fn
-        self.conv_in = CausalConv3d(cfg.in_channels, ch[0])
+        self.conv_in = CausalConv3d(cfg.in_channels, ch[0], operations=ops)
         self.down_blocks = nn.ModuleList(
             DownBlock3D(
                 ch[max(i - 1, 0)],
@@ -69,12 +71,13 @@ class Encoder3D(nn.Module):
                 cfg.act_fn,
                 downsample=i < len(ch) - 1,
                 compress_time=i < levels,
+                operations=ops,
             )
             for i in range(len(cfg.down_block_types))
         )
-        self.mid_block = MidBlock3D(ch[-1], cfg.norm_num_groups, cfg.norm_eps, cfg.act_fn)
-        self.norm_out = nn.GroupNorm(cfg.norm_num_groups, ch[-1], eps=1e-6)
-        self.conv_out = CausalConv3d(ch[-1], 2 * cfg.latent_channels)
+        self.mid_block = MidBlock3D(ch[-1], cfg.norm_num_groups, cfg.norm_eps, cfg.act_fn, operations=ops)
+        self.norm_out = ops.GroupNorm(cfg.norm_num_groups, ch[-1], eps=1e-6)
+        self.conv_out = CausalConv3d(ch[-1], 2 * cfg.latent_channels, operations=ops)
 
     def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
         h = causal_conv(self.conv_in, x, cache)
@@ -85,13 +88,16 @@ class Encoder3D(nn.Module):
 
 
 class Decoder3D(nn.Module):
-    def __init__(self, cfg: VAEConfig):
+    def __init__(self, cfg: VAEConfig, operations=None):
         super().__init__()
+        ops = operations or DEFAULT_OPERATIONS
         ch = tuple(reversed(cfg.block_out_channels))
         levels = temporal_levels(cfg.temporal_compression_ratio)
         zc = cfg.latent_channels
-        self.conv_in = CausalConv3d(zc, ch[0])
-        self.mid_block = MidBlock3D(ch[0], cfg.norm_num_groups, cfg.norm_eps, cfg.act_fn, zq_channels=zc)
+        self.conv_in = CausalConv3d(zc, ch[0], operations=ops)
+        self.mid_block = MidBlock3D(
+            ch[0], cfg.norm_num_groups, cfg.norm_eps, cfg.act_fn, zq_channels=zc, operations=ops
+        )
         self.up_blocks = nn.ModuleList(
             UpBlock3D(
                 ch[max(i - 1, 0)],
@@ -103,11 +109,12 @@ class Decoder3D(nn.Module):
                 zq_channels=zc,
                 upsample=i < len(ch) - 1,
                 compress_time=i < levels,
+                operations=ops,
             )
             for i in range(len(cfg.up_block_types))
         )
-        self.norm_out = SpatialNorm3D(ch[-1], zc, cfg.norm_num_groups)
-        self.conv_out = CausalConv3d(ch[-1], cfg.out_channels)
+        self.norm_out = SpatialNorm3D(ch[-1], zc, cfg.norm_num_groups, ops)
+        self.conv_out = CausalConv3d(ch[-1], cfg.out_channels, operations=ops)
 
     def forward(self, z: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
         h = causal_conv(self.conv_in, z, cache)
@@ -118,18 +125,23 @@ class Decoder3D(nn.Module):
 
 
 class CogVideoXVAE(nn.Module):
-    """The CogVideoX 3D causal VAE. Construction allocates nothing data dependent (meta-safe)."""
+    """The CogVideoX 3D causal VAE. Construction allocates nothing data dependent (meta-safe).
 
-    def __init__(self, config: VAEConfig):
+    ``operations`` (default ``torch.nn``) supplies the layer classes (see ``cogvideox.ops``).
+    """
+
+    def __init__(self, config: VAEConfig, operations=None):
         super().__init__()
+        ops = operations or DEFAULT_OPERATIONS
         self.config = config
-        self.encoder = Encoder3D(config)
-        self.decoder = Decoder3D(config)
+        self.encoder = Encoder3D(config, ops)
+        self.decoder = Decoder3D(config, ops)
         # Shapes as upstream (2 * out_channels); the released VAEs use neither.
         qc = 2 * config.out_channels
-        self.quant_conv = Conv3d(qc, qc, 1) if config.use_quant_conv else None
+        conv3d = fast_conv3d(ops.Conv3d)
+        self.quant_conv = conv3d(qc, qc, 1) if config.use_quant_conv else None
         self.post_quant_conv = (
-            Conv3d(config.out_channels, config.out_channels, 1) if config.use_post_quant_conv else None
+            conv3d(config.out_channels, config.out_channels, 1) if config.use_post_quant_conv else None
         )
 
     # -- sizes -------------------------------------------------------------------------------

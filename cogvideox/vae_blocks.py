@@ -16,6 +16,7 @@ last ``kernel_t - 1`` frames of that conv's padded input from the previous frame
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Iterator
 
@@ -23,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+from .ops import DEFAULT_OPERATIONS, resident, weight_bias
 
 Cache = dict[nn.Module, torch.Tensor]
 FrameFn = Callable[[int, int], torch.Tensor]
@@ -46,29 +49,44 @@ def activation(name: str, x: torch.Tensor, inplace: bool = False) -> torch.Tenso
 _ONEDNN = torch.backends.mkldnn.is_available()
 
 
-class Conv3d(nn.Conv3d):
-    """``nn.Conv3d`` that runs float32 CPU inference straight through oneDNN.
+def _onednn_conv_applies(conv: nn.Conv3d, x: torch.Tensor) -> bool:
+    return (
+        _ONEDNN
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and conv.weight.dtype == torch.float32
+        and conv.weight.device.type == "cpu"
+        and conv.padding_mode == "zeros"
+        and not torch.is_grad_enabled()
+        and resident(conv)
+    )
+
+
+@functools.cache
+def fast_conv3d(base: type[nn.Conv3d]) -> type[nn.Conv3d]:
+    """A subclass of ``base`` (``nn.Conv3d`` or an ``operations.Conv3d``) that runs float32 CPU
+    inference straight through oneDNN.
 
     PyTorch sends a float32 CPU conv3d whose ``B*C*T*H`` is at most 20480 to its generic im2col
     kernel (a heuristic meant for tiny inputs). The chunks streamed here are thin in time, so the
     wide top of the decoder fell into it: 405 ms against 51 ms through oneDNN for 32 channels,
     3 frames, 128x192 px on one thread (measured); the results agree to float32 rounding.
-    Training (autograd), other devices and dtypes take the usual path.
+    Training (autograd), other devices and dtypes, and layers with something to cast or patch
+    (``cogvideox.ops.resident``) take ``base``'s own forward.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            _ONEDNN
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and self.weight.dtype == torch.float32
-            and self.padding_mode == "zeros"
-            and not torch.is_grad_enabled()
-        ):
+        if _onednn_conv_applies(self, x):
             return torch.ops.aten.mkldnn_convolution(
                 x.contiguous(), self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups
             )
-        return super().forward(x)
+        return base.forward(self, x)
+
+    name = "Conv3d" if base is nn.Conv3d else f"Fast{base.__qualname__.replace('.', '')}"
+    return type(name, (base,), {"forward": forward, "__doc__": fast_conv3d.__doc__, "__module__": __name__})
+
+
+Conv3d = fast_conv3d(nn.Conv3d)
 
 
 def set_stream_chunk_bytes(n: int) -> int:
@@ -124,11 +142,12 @@ def nearest_time_index(t_in: int, t_out: int) -> list[int]:
 class CausalConv3d(nn.Module):
     """Conv3d padded causally in time (first frame replicated) and symmetrically in space."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, operations=None):
         super().__init__()
         self.context = kernel_size - 1
         pad = kernel_size // 2
-        self.conv = Conv3d(in_channels, out_channels, kernel_size, padding=(0, pad, pad))
+        conv3d = fast_conv3d((operations or DEFAULT_OPERATIONS).Conv3d)
+        self.conv = conv3d(in_channels, out_channels, kernel_size, padding=(0, pad, pad))
 
     def _prefix(self, first: torch.Tensor, cache: Cache | None) -> torch.Tensor:
         prev = cache.get(self) if cache is not None else None
@@ -219,19 +238,21 @@ def group_affine(x: torch.Tensor, norm: nn.GroupNorm) -> tuple[torch.Tensor, tor
     mean, rstd = _group_moments(x, g, norm.eps)
     rstd = rstd.repeat_interleave(c // g, dim=1)  # [B, G] -> [B, C]
     mean = mean.repeat_interleave(c // g, dim=1)  # [B, G] -> [B, C]
-    scale = rstd if norm.weight is None else rstd * norm.weight.float()
-    shift = -mean * scale if norm.bias is None else norm.bias.float() - mean * scale
+    weight, bias = weight_bias(norm, x.device, torch.float32)  # cast and patched as its forward would
+    scale = rstd if weight is None else rstd * weight
+    shift = -mean * scale if bias is None else bias - mean * scale
     return scale.view(b, c, 1, 1, 1), shift.view(b, c, 1, 1, 1)
 
 
 class SpatialNorm3D(nn.Module):
     """GroupNorm modulated by the latent ``zq`` (1x1x1 convs, resized nearest to ``f``)."""
 
-    def __init__(self, f_channels: int, zq_channels: int, groups: int):
+    def __init__(self, f_channels: int, zq_channels: int, groups: int, operations=None):
         super().__init__()
-        self.norm_layer = nn.GroupNorm(groups, f_channels, eps=1e-6, affine=True)
-        self.conv_y = CausalConv3d(zq_channels, f_channels, kernel_size=1)
-        self.conv_b = CausalConv3d(zq_channels, f_channels, kernel_size=1)
+        ops = operations or DEFAULT_OPERATIONS
+        self.norm_layer = ops.GroupNorm(groups, f_channels, eps=1e-6, affine=True)
+        self.conv_y = CausalConv3d(zq_channels, f_channels, kernel_size=1, operations=ops)
+        self.conv_b = CausalConv3d(zq_channels, f_channels, kernel_size=1, operations=ops)
 
     def modulation(self, f_frames: int, zq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``conv_y(zq)`` and ``conv_b(zq)`` at latent resolution, frames already mapped to f's."""
@@ -292,18 +313,21 @@ class ResnetBlock3D(nn.Module):
         eps: float,
         act: str,
         zq_channels: int | None = None,
+        operations=None,
     ):
         super().__init__()
+        ops = operations or DEFAULT_OPERATIONS
         self.act = act
         if zq_channels is None:
-            self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps)
-            self.norm2 = nn.GroupNorm(groups, out_channels, eps=eps)
+            self.norm1 = ops.GroupNorm(groups, in_channels, eps=eps)
+            self.norm2 = ops.GroupNorm(groups, out_channels, eps=eps)
         else:
-            self.norm1 = SpatialNorm3D(in_channels, zq_channels, groups)
-            self.norm2 = SpatialNorm3D(out_channels, zq_channels, groups)
-        self.conv1 = CausalConv3d(in_channels, out_channels)
-        self.conv2 = CausalConv3d(out_channels, out_channels)
-        self.conv_shortcut = Conv3d(in_channels, out_channels, 1) if in_channels != out_channels else None
+            self.norm1 = SpatialNorm3D(in_channels, zq_channels, groups, ops)
+            self.norm2 = SpatialNorm3D(out_channels, zq_channels, groups, ops)
+        self.conv1 = CausalConv3d(in_channels, out_channels, operations=ops)
+        self.conv2 = CausalConv3d(out_channels, out_channels, operations=ops)
+        shortcut = fast_conv3d(ops.Conv3d)
+        self.conv_shortcut = shortcut(in_channels, out_channels, 1) if in_channels != out_channels else None
 
     def _norm(self, norm: nn.Module, x: torch.Tensor, zq: torch.Tensor | None) -> torch.Tensor:
         return norm(x, zq) if isinstance(norm, SpatialNorm3D) else norm(x)
@@ -334,10 +358,10 @@ class ResnetBlock3D(nn.Module):
 class Downsample3D(nn.Module):
     """Optional temporal average pooling of frame pairs, then a stride-2 spatial conv."""
 
-    def __init__(self, channels: int, compress_time: bool):
+    def __init__(self, channels: int, compress_time: bool, operations=None):
         super().__init__()
         self.compress_time = compress_time
-        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=0)
+        self.conv = (operations or DEFAULT_OPERATIONS).Conv2d(channels, channels, kernel_size=3, stride=2, padding=0)
 
     def _pooled(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Output frames [start, stop) of the temporal pooling."""
@@ -375,10 +399,10 @@ class Downsample3D(nn.Module):
 class Upsample3D(nn.Module):
     """Nearest 2x upsampling (in time too when ``compress_time``), then a 3x3 conv per frame."""
 
-    def __init__(self, channels: int, compress_time: bool):
+    def __init__(self, channels: int, compress_time: bool, operations=None):
         super().__init__()
         self.compress_time = compress_time
-        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1)
+        self.conv = (operations or DEFAULT_OPERATIONS).Conv2d(channels, channels, kernel_size=3, stride=1, padding=1)
 
     def _time_index(self, n: int) -> list[int]:
         if not self.compress_time or n == 1:
@@ -408,12 +432,13 @@ class Upsample3D(nn.Module):
 
 class DownBlock3D(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, layers: int, groups: int, eps: float, act: str,
-                 downsample: bool, compress_time: bool):  # fmt: skip
+                 downsample: bool, compress_time: bool, operations=None):  # fmt: skip
         super().__init__()
         self.resnets = nn.ModuleList(
-            ResnetBlock3D(in_ch if i == 0 else out_ch, out_ch, groups, eps, act) for i in range(layers)
+            ResnetBlock3D(in_ch if i == 0 else out_ch, out_ch, groups, eps, act, operations=operations)
+            for i in range(layers)
         )
-        self.downsamplers = nn.ModuleList([Downsample3D(out_ch, compress_time)]) if downsample else None
+        self.downsamplers = nn.ModuleList([Downsample3D(out_ch, compress_time, operations)]) if downsample else None
 
     def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
         for resnet in self.resnets:
@@ -424,9 +449,12 @@ class DownBlock3D(nn.Module):
 
 
 class MidBlock3D(nn.Module):
-    def __init__(self, channels: int, groups: int, eps: float, act: str, zq_channels: int | None = None):
+    def __init__(self, channels: int, groups: int, eps: float, act: str, zq_channels: int | None = None,
+                 operations=None):  # fmt: skip
         super().__init__()
-        self.resnets = nn.ModuleList(ResnetBlock3D(channels, channels, groups, eps, act, zq_channels) for _ in range(2))
+        self.resnets = nn.ModuleList(
+            ResnetBlock3D(channels, channels, groups, eps, act, zq_channels, operations) for _ in range(2)
+        )
 
     def forward(self, x: torch.Tensor, zq: torch.Tensor | None = None, cache: Cache | None = None):
         for resnet in self.resnets:
@@ -436,12 +464,13 @@ class MidBlock3D(nn.Module):
 
 class UpBlock3D(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, layers: int, groups: int, eps: float, act: str,
-                 zq_channels: int, upsample: bool, compress_time: bool):  # fmt: skip
+                 zq_channels: int, upsample: bool, compress_time: bool, operations=None):  # fmt: skip
         super().__init__()
         self.resnets = nn.ModuleList(
-            ResnetBlock3D(in_ch if i == 0 else out_ch, out_ch, groups, eps, act, zq_channels) for i in range(layers)
+            ResnetBlock3D(in_ch if i == 0 else out_ch, out_ch, groups, eps, act, zq_channels, operations)
+            for i in range(layers)
         )
-        self.upsamplers = nn.ModuleList([Upsample3D(out_ch, compress_time)]) if upsample else None
+        self.upsamplers = nn.ModuleList([Upsample3D(out_ch, compress_time, operations)]) if upsample else None
 
     def forward(self, x: torch.Tensor, zq: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
         for resnet in self.resnets:

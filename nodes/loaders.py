@@ -6,11 +6,13 @@ import logging
 
 import comfy.model_management as mm
 import comfy.model_patcher
+import comfy.ops
 import comfy.sd
 import comfy.sd1_clip
 import comfy.text_encoders.sd3_clip
 import comfy.text_encoders.t5
 import folder_paths
+import torch
 
 from ..cogvideox import loading, quant
 from ..cogvideox.attention import available_backends, set_attention_backend
@@ -29,11 +31,28 @@ from .common import (
     torch_dtype,
 )
 from .core_model import CogVideoXCoreModel, add_sampling_checks
+from .core_vae import core_vae
 
 log = logging.getLogger(__name__)
 
 # Optional weight storage of the block linears (cogvideox/quant.py); "default" keeps weight_dtype.
 WEIGHT_STORAGE = {"default": None, "fp8_e4m3fn": "fp8", "fp8_e5m2": "fp8_e5m2", "bf16": "bf16", "fp16": "fp16"}
+
+
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def pick_operations(stored: set, compute_dtype, load_device) -> tuple[object, tuple]:
+    """The ``comfy.ops`` layer classes for weights stored in ``stored`` dtypes computing in
+    ``compute_dtype``, as ComfyUI picks them for its own models; and the stored dtypes to keep.
+
+    fp8 weights stay fp8 and run through ``manual_cast`` (or fp8 matmuls where ComfyUI enables
+    them); everything else is cast to ``compute_dtype`` on load and uses ``disable_weight_init``.
+    Both let ComfyUI's low-VRAM mode stream the weights and apply LoRA patches to streamed layers.
+    """
+    fp8 = tuple(d for d in FP8_DTYPES if d in stored)
+    weight_dtype = fp8[0] if fp8 else compute_dtype
+    return comfy.ops.pick_operations(weight_dtype, compute_dtype, load_device=load_device), fp8
 
 
 class CogVideoXModelLoader:
@@ -120,9 +139,16 @@ class CogVideoXModelLoader:
         load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
         dtype = torch_dtype(weight_dtype, load_device)
         try:
-            model, variant = loading.load_transformer(path, dtype=dtype, device=offload_device)
+            operations, keep = pick_operations(loading.stored_dtypes(path, "transformer"), dtype, load_device)
+            model, variant = loading.load_transformer(
+                path, dtype=dtype, device=offload_device, operations=operations, keep_dtypes=keep
+            )
         except loading.CogVideoXLoadError as e:
             raise CogVideoXNodeError(self.DISPLAY_NAME, f"cannot load {model_name!r}: {e}") from e
+        if keep and WEIGHT_STORAGE.get(weight_storage):
+            log.info("CogVideoX: %s is stored in %s already; weight_storage %s is not applied", model_name, keep[0],
+                     weight_storage)  # fmt: skip
+            weight_storage = "default"
         try:
             if WEIGHT_STORAGE.get(weight_storage):
                 quant.store_weights(model, WEIGHT_STORAGE[weight_storage], compute_dtype=dtype)
@@ -147,9 +173,13 @@ class CogVideoXVAELoader:
     )
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "execute"
-    RETURN_TYPES = (VAE_TYPE,)
-    RETURN_NAMES = ("vae",)
-    OUTPUT_TOOLTIPS = ("The CogVideoX VAE, for the encode, decode and image-to-video nodes.",)
+    RETURN_TYPES = (VAE_TYPE, "VAE")
+    RETURN_NAMES = ("vae", "core_vae")
+    OUTPUT_TOOLTIPS = (
+        "The CogVideoX VAE, for the encode, decode and image-to-video nodes.",
+        "The same VAE (same weights in memory) for core nodes: VAE Decode, VAE Encode, VAE Decode (Tiled) "
+        "with its temporal tile, VAE Encode (Tiled). Latents are raw VAE space, like this pack's LATENT.",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -171,11 +201,14 @@ class CogVideoXVAELoader:
         load_device, offload_device = mm.vae_device(), mm.vae_offload_device()
         dtype = torch_dtype(weight_dtype, load_device)
         try:
-            vae, rgb_projection = loading.load_vae(path, dtype=dtype, device=offload_device), None
+            operations, _ = pick_operations(set(), dtype, load_device)
+            vae = loading.load_vae(path, dtype=dtype, device=offload_device, operations=operations)
+            rgb_projection = None
         except loading.CogVideoXLoadError as e:
             raise CogVideoXNodeError(self.DISPLAY_NAME, f"cannot load {vae_name!r}: {e}") from e
         patcher = comfy.model_patcher.ModelPatcher(vae, load_device=load_device, offload_device=offload_device)
-        return (CogVideoXVAE(patcher, source=vae_name, rgb_projection=rgb_projection),)
+        ours = CogVideoXVAE(patcher, source=vae_name, rgb_projection=rgb_projection)
+        return (ours, core_vae(ours))
 
 
 def _t5_clip_target(config: dict):

@@ -11,6 +11,7 @@ import torch
 
 from ..cogvideox import frames as fr
 from ..cogvideox import vae_tiling
+from ..cogvideox.vae import CogVideoXVAE as CogVideoXVAEModule
 from .common import CATEGORY, VAE_TYPE, CogVideoXNodeError
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,15 @@ def _tile_inputs() -> dict:
     }
 
 
-def _vae_on_device(vae, memory_required: int):
+def _vae_on_device(vae, memory_required: int, node: str = "CogVideoX VAE"):
     """Loads the VAE through ComfyUI's memory manager; returns (module, device, dtype)."""
+    if not isinstance(getattr(getattr(vae, "patcher", None), "model", None), CogVideoXVAEModule):
+        raise CogVideoXNodeError(
+            node,
+            f"this node takes the CogVideoX VAE (from CogVideoX VAE Loader), got {type(vae).__name__} "
+            f"holding {type(getattr(getattr(vae, 'patcher', None), 'model', None)).__name__}: an image model's "
+            "VAE cannot encode or decode CogVideoX video latents. Load the CogVideoX VAE with CogVideoX VAE Loader.",
+        )
     mm.load_models_gpu([vae.patcher], memory_required=memory_required)
     module = vae.patcher.model
     return module, vae.patcher.load_device, next(module.parameters()).dtype
@@ -73,7 +81,7 @@ def encode_video(node: str, vae, pixels: torch.Tensor, tiling: str = "auto", til
     problems = fr.video_size_problems(pixels.shape[-1], pixels.shape[-2], pixels.shape[2])
     if problems:
         raise CogVideoXNodeError(node, "; ".join(problems))
-    module, device, dtype = _vae_on_device(vae, pixels.numel() * 4 * 64)
+    module, device, dtype = _vae_on_device(vae, pixels.numel() * 4 * 64, node)
 
     def run(tile):
         with torch.inference_mode():
@@ -93,7 +101,7 @@ def decode_latent(node: str, vae, latent: torch.Tensor, tiling: str = "auto", ti
         )
     b, _, t, h, w = latent.shape
     hw = (h * fr.SPATIAL_COMPRESSION, w * fr.SPATIAL_COMPRESSION)
-    module, device, dtype = _vae_on_device(vae, b * fr.pixel_frames(t) * hw[0] * hw[1] * 3 * 64)
+    module, device, dtype = _vae_on_device(vae, b * fr.pixel_frames(t) * hw[0] * hw[1] * 3 * 64, node)
 
     pbar = comfy.utils.ProgressBar(t)
 

@@ -12,6 +12,13 @@ and prints a markdown table of ratios (ours / diffusers) with the absolute figur
   core KSampler's sampling vs the pack's sampler (same solver, steps and noise; the ratio column is
   core / pack), and the peak memory of a 3x-long video in core context windows vs the trained
   length on the shipped tiny model (ratio 3x / 1x; each in a fresh child process).
+- ``ops`` (needs the scratch ComfyUI in build/comfyui): the transformer step built from ComfyUI's
+  ``comfy.ops.disable_weight_init`` layers (what the Model Loader uses) against ``torch.nn``
+  layers, with nothing offloaded, and with every layer streamed through a ModelPatcher partial
+  load (``comfy_cast_weights``: each layer's own forward, no oneDNN fast path); the
+  "diffusers" column is the ``torch.nn`` model there;
+- ``corevae`` (same): core VAE Decode on the loader's core VAE output against CogVideoX VAE
+  Decode, real-size VAE; the "diffusers" column is CogVideoX VAE Decode there.
 
 Timing: ``torch.set_num_threads(2)``, one warm-up call, then the median of ``--repeats`` calls,
 ours and diffusers interleaved call by call so that load from other processes hits both alike.
@@ -258,6 +265,99 @@ def bench_vae(quick: bool) -> list[Row]:
         rows.append(Row(what, "peak RSS added", ours["peak_mib"], ref["peak_mib"], "MiB", target))
         rows.append(Row(what, "time (1 cold run)", ours["seconds"], ref["seconds"], "s"))
     return rows
+
+
+# ----------------------------------------------------------------------------- ComfyUI paths
+def _comfy_pack():
+    """Import ComfyUI (build/comfyui, CPU) and this pack as ComfyUI loads it; returns the pack."""
+    import importlib.util
+
+    comfy_dir = ROOT / "build" / "comfyui"
+    if not (comfy_dir / "comfy" / "ops.py").is_file():
+        raise SystemExit(f"no ComfyUI at {comfy_dir}: run `make env` (tools/setup_env.sh) first")
+    if importlib.util.find_spec("torchvision") is None:  # as the host tests run ComfyUI
+        sys.path.insert(0, str(ROOT / "tests" / "harness" / "torchvision_standin"))
+    sys.path.insert(0, str(comfy_dir))  # before the repo root: ComfyUI's nodes.py, not our nodes/
+    argv, sys.argv = sys.argv, ["main.py", "--cpu"]
+    try:
+        import comfy.options
+
+        comfy.options.enable_args_parsing()
+        import comfy.ops  # noqa: F401 - parses the CPU command line once
+    finally:
+        sys.argv = argv
+    name = "cogvideox_pack_bench"
+    if name not in sys.modules:
+        init = ROOT / "__init__.py"
+        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(ROOT)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def bench_ops(quick: bool, repeats: int) -> list[Row]:
+    _comfy_pack()
+    import comfy.model_patcher
+    import comfy.ops
+
+    cfg, (t, h, w) = transformer_config(quick)
+    plain = randomize(CogVideoXTransformer(cfg).eval(), seed=0)
+    ops = CogVideoXTransformer(cfg, operations=comfy.ops.disable_weight_init).eval()
+    ops.load_state_dict(plain.state_dict(), strict=True)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 16, t, h, w, generator=gen)
+    ctx = torch.randn(2, 226, cfg.text_embed_dim, generator=gen)
+    timestep = torch.tensor([500, 500])
+    what = f"transformer step, CFG batch 2 ({cfg.num_layers} layers, {cfg.inner_dim} wide, latent {t}x{h}x{w})"
+    rows = []
+    with torch.inference_mode():
+        diff = (ops(x, timestep, ctx) - plain(x, timestep, ctx)).abs().max().item()
+        t_ops, t_plain = timed_pair(lambda: ops(x, timestep, ctx), lambda: plain(x, timestep, ctx), repeats)
+    log.info("comfy.ops vs torch.nn max abs diff: %.3g", diff)
+    rows.append(Row(f"{what}: comfy.ops layers vs torch.nn, all resident", "time", t_ops, t_plain, "s", "<= 1.05x"))
+    cpu = torch.device("cpu")
+    patcher = comfy.model_patcher.ModelPatcher(ops, load_device=cpu, offload_device=cpu)
+    patcher.patch_model(cpu, lowvram_model_memory=1)  # every layer streamed (cast in its forward)
+    try:
+        with torch.inference_mode():
+            diff = (ops(x, timestep, ctx) - plain(x, timestep, ctx)).abs().max().item()
+            t_low, t_plain = timed_pair(lambda: ops(x, timestep, ctx), lambda: plain(x, timestep, ctx), repeats)
+    finally:
+        patcher.unpatch_model(cpu)
+    log.info("streamed vs torch.nn max abs diff: %.3g", diff)
+    rows.append(Row(f"{what}: every layer streamed (partial load) vs torch.nn", "time", t_low, t_plain, "s"))
+    return rows
+
+
+def bench_core_vae(quick: bool, repeats: int) -> list[Row]:
+    pack = _comfy_pack()
+    import comfy.model_patcher
+
+    import nodes as core
+
+    common = sys.modules[f"{pack.__name__}.nodes.common"]
+    core_vae = sys.modules[f"{pack.__name__}.nodes.core_vae"]
+    vae_nodes = sys.modules[f"{pack.__name__}.nodes.vae"]
+    shape, _ = vae_case(quick)
+    torch.manual_seed(0)
+    module = CogVideoXVAE(VAEConfig()).eval()
+    cpu = torch.device("cpu")
+    ours = common.CogVideoXVAE(comfy.model_patcher.ModelPatcher(module, load_device=cpu, offload_device=cpu))
+    wrapped = core_vae.core_vae(ours)
+    z = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+
+    def run_core():
+        return core.VAEDecode().decode(wrapped, {"samples": z})[0]
+
+    def run_ours():
+        return vae_nodes.CogVideoXVAEDecode().execute(ours, {"samples": z}, "auto", 256)[0]
+
+    diff = (run_core() - run_ours()).abs().max().item()
+    t_core, t_ours = timed_pair(run_core, run_ours, repeats)
+    log.info("core VAE Decode vs CogVideoX VAE Decode max abs diff: %.3g", diff)
+    what = f"core VAE Decode vs CogVideoX VAE Decode, real-size VAE, latent {'x'.join(map(str, shape[2:]))}"
+    return [Row(what, "time", t_core, t_ours, "s", "~1.0x (same decode)")]
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -540,7 +640,7 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    parser.add_argument("--only", choices=["transformer", "vae", "pipeline", "cache", "core"])
+    parser.add_argument("--only", choices=["transformer", "vae", "pipeline", "cache", "core", "ops", "corevae"])
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5, quick 1)")
     parser.add_argument("--cache-threshold", type=float, default=0.8)
     parser.add_argument("--cache-steps", type=int, default=50)
@@ -560,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(THREADS)
     repeats = args.repeats or (1 if args.quick else 5)
-    sections = [args.only] if args.only else ["transformer", "vae", "pipeline", "cache", "core"]
+    sections = [args.only] if args.only else ["transformer", "vae", "pipeline", "cache", "core", "ops", "corevae"]
     rows: list[Row] = []
     for section in sections:
         log.info("running %s ...", section)
@@ -572,6 +672,10 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_pipeline(args.quick, repeats)
         elif section == "core":
             rows += bench_core(args.quick, repeats)
+        elif section == "ops":
+            rows += bench_ops(args.quick, repeats)
+        elif section == "corevae":
+            rows += bench_core_vae(args.quick, repeats)
         else:
             steps = 10 if args.quick else args.cache_steps
             rows += bench_cache(args.quick, repeats, args.cache_threshold, steps)

@@ -1,0 +1,88 @@
+"""comfy.ops in the loaders (low-VRAM streaming, weight patches) and the core VAE output, run with
+ComfyUI 0.3.75's own modules and core nodes (tests/harness/probe_core_ops_vae.py, one child
+process for the module)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from harness import comfy_tree
+
+pytestmark = pytest.mark.host
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = ROOT / "tests" / "harness" / "probe_core_ops_vae.py"
+
+
+@pytest.fixture(scope="module")
+def probe() -> dict:
+    comfy_dir = comfy_tree.prepare()
+    env = dict(os.environ, PYTHONPATH=str(comfy_tree.TORCHVISION_STANDIN))
+    proc = subprocess.run(  # noqa: S603 - fixed argv
+        [sys.executable, str(PROBE), str(ROOT)], cwd=comfy_dir, env=env, capture_output=True, text=True,
+        timeout=1200, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_loaders_build_the_networks_from_comfy_ops(probe):
+    ops = probe["ops"]
+    assert ops["all_disable_weight_init"], ops["transformer"]
+    # every parameter of the transformer sits in a comfy.ops layer, so all of it can stream
+    assert ops["transformer_params_in_layers"] == ops["transformer_params"]
+    assert any("Conv3d" in name for name in ops["vae"]) and "disable_weight_init.GroupNorm" in ops["vae"]
+
+
+def test_partially_loaded_model_samples_the_same_frames(probe):
+    low = probe["lowvram"]
+    assert low["model_lowvram"] and 0 < low["streamed_layers"] < low["layers"], low
+    assert low["frames_psnr_db"] >= 40.0, low
+
+
+def test_weight_patch_applies_to_a_streamed_layer(probe):
+    patch = probe["patch"]
+    assert patch["streamed"] and patch["weight_function"] == 1, patch
+    assert patch["changed_max_abs"] > 1e-2, patch  # the patch changed the sampled latent
+    assert patch["low_vs_full_max_abs"] < 1e-4, patch  # as if baked into the weight (full load)
+    assert patch["weight_restored"], patch
+
+
+def test_core_vae_decode_and_encode_equal_ours(probe):
+    vae = probe["vae"]
+    assert vae["core_images"] == vae["ours_images"] and vae["core_images"][0] == vae["frames_expected"]
+    assert vae["decode_max_abs_diff"] <= 1e-4
+    assert vae["encode_latent"] == vae["ours_latent"] == vae["latent"]
+    assert vae["encode_max_abs_diff"] <= 1e-4 and vae["encode_tiled_max_abs_diff"] <= 1e-4
+    assert vae["core_vae_in_our_decode_max_abs_diff"] <= 1e-4
+
+
+def test_core_vae_decode_tiled_keeps_the_frames(probe):
+    vae = probe["vae"]
+    latent = vae["tiled_latent"]
+    assert vae["tiled_images"] == vae["untiled_images"]
+    assert vae["tiled_images"][0] == 4 * (latent[2] - 1) + 1
+    assert not vae["tiled_equals_untiled"]  # the tiles and frame batches did change the pass
+    assert vae["tiled_psnr_db"] >= 25.0, vae["tiled_psnr_db"]
+
+
+def test_core_vae_frame_arithmetic_and_memory(probe):
+    vae = probe["vae"]
+    assert (vae["temporal_compression"], vae["spatial_compression"]) == (4, 8)
+    assert vae["downscale_10_frames"] == 3 and vae["upscale_3_latents"] == 9
+    assert vae["ten_frames_latent"] == vae["latent"]  # 10 frames encode their first 4k+1 = 9
+    assert vae["memory_decode_bytes"] > 0 and vae["memory_encode_bytes"] > 0
+    assert vae["memory_decode_bytes_2x_frames"] > vae["memory_decode_bytes"]
+
+
+def test_wrong_vae_and_latent_get_clear_errors(probe):
+    errors = probe["errors"]
+    assert "CogVideoXNodeError" in errors["sd_latent_to_core_vae"] and "(1, 4, 8, 8)" in errors["sd_latent_to_core_vae"]
+    for name in ("CogVideoXVAEDecode", "CogVideoXVAEEncode"):
+        message = errors[f"sd_vae_to_{name}"]
+        assert "CogVideoXNodeError" in message and "CogVideoX VAE Loader" in message, message
