@@ -21,6 +21,7 @@ from .common import (
     DTYPES,
     MODEL_TYPE,
     VAE_TYPE,
+    CheckedInputs,
     CogVideoXModel,
     CogVideoXNodeError,
     CogVideoXVAE,
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 WEIGHT_STORAGE = {"default": None, "fp8_e4m3fn": "fp8", "fp8_e5m2": "fp8_e5m2", "bf16": "bf16", "fp16": "fp16"}
 
 
-class CogVideoXModelLoader:
+class CogVideoXModelLoader(CheckedInputs):
     DISPLAY_NAME = "CogVideoX Model Loader"
     DESCRIPTION = (
         "Loads a CogVideoX transformer (2B, 5B, 5B-I2V, 1.5-5B T2V/I2V) from a single .safetensors file in "
@@ -106,9 +107,14 @@ class CogVideoXModelLoader:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, block_swap=0):
+        return cls.validation_answer(block_swap=block_swap)
+
     def execute(
         self, model_name, weight_dtype, weight_storage="default", attention="sdpa", compile=False, block_swap=0
     ):
+        self.check_inputs(block_swap=block_swap)
         path = resolve_model_path(self.DISPLAY_NAME, "diffusion_models", model_name)
         load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
         dtype = torch_dtype(weight_dtype, load_device)
