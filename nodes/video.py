@@ -8,7 +8,7 @@ import os
 import folder_paths
 
 from ..cogvideox import frames as fr
-from ..cogvideox.video_io import FORMATS, crf_problems, fps_problems, write_video
+from ..cogvideox.video_io import FORMATS, crf_problems, write_video
 from .common import CATEGORY, CheckedInputs, CogVideoXNodeError
 
 log = logging.getLogger(__name__)
@@ -115,13 +115,11 @@ class CogVideoXSaveVideo(CheckedInputs):
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
-    CUSTOM_CHECKED = ("fps", "crf", "filename_prefix")
+    CUSTOM_CHECKED = ("crf", "filename_prefix")
 
     @classmethod
     def input_problems(cls, values: dict) -> list[str]:
         problems = super().input_problems(values)
-        if values.get("fps") is not None:
-            problems += fps_problems(values["fps"])
         if values.get("crf") is not None and values.get("format") in FORMATS:
             problems += crf_problems(values["format"], values["crf"])
         if values.get("filename_prefix") is not None:
@@ -141,10 +139,13 @@ class CogVideoXSaveVideo(CheckedInputs):
         self.check_inputs(
             fps=fps, filename_prefix=filename_prefix, format=format, crf=crf, frames_per_video=frames_per_video
         )
-        try:
-            videos = fr.split_videos(images, frames_per_video)
-        except ValueError as e:
-            raise CogVideoXNodeError(node, f"{e}; set frames_per_video to a divisor of {images.shape[0]} or 0") from e
+        if frames_per_video and images.shape[0] % frames_per_video:
+            raise CogVideoXNodeError(
+                node,
+                f"frames_per_video={frames_per_video} does not divide the {images.shape[0]} frames; use a divisor "
+                f"of {images.shape[0]}, or 0 for the videos as CogVideoX VAE Decode made them",
+            )
+        videos = fr.split_videos(images, frames_per_video)
         output_dir = folder_paths.get_output_directory()
         prefix = safe_prefix(node, filename_prefix, output_dir)
         metadata = {}
