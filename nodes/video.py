@@ -29,9 +29,9 @@ def prefix_problems(filename_prefix: str) -> list[str]:
             "use letters, digits, '-', '_' and '/' for subfolders, e.g. 'CogVideoX/clip'"
         ]
     parts = filename_prefix.strip().replace("\\", "/").split("/")
-    if any(part in (".", "..") for part in parts) or parts[-1].startswith("."):
+    if "." in parts or parts[-1].startswith("."):  # '..' is safe_prefix's (it may stay inside)
         return [
-            f"filename_prefix {filename_prefix!r} makes a hidden file or uses '.'/'..' as a folder; "
+            f"filename_prefix {filename_prefix!r} makes a hidden file or uses '.' as a folder; "
             "use a name like 'CogVideoX/clip'"
         ]
     return []
@@ -155,18 +155,18 @@ class CogVideoXSaveVideo(CheckedInputs):
             metadata[key] = value
         saved, paths = [], []
         for video in videos:  # one file per video of the batch, each with its own counter
-            folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
-                prefix, output_dir, images.shape[2], images.shape[1]
-            )
-            name = f"{filename}_{counter:05}_.{FORMATS[format].extension}"
             try:
+                folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
+                    prefix, output_dir, images.shape[2], images.shape[1]
+                )
+                name = f"{filename}_{counter:05}_.{FORMATS[format].extension}"
                 os.makedirs(folder, exist_ok=True)
                 paths.append(write_video(os.path.join(folder, name), video, fps, format=format, crf=crf,
                                          metadata=metadata))
             except OSError as e:
                 raise CogVideoXNodeError(
                     node,
-                    f"cannot write {os.path.join(subfolder, name)!r} in the output folder ({e.strerror or e}); "
+                    f"cannot write under filename_prefix {prefix!r} in the output folder ({e.strerror or e}); "
                     "shorten filename_prefix (at most 200 characters per folder or name) and make sure no file "
                     "has the name of one of its folders",
                 ) from e

@@ -120,7 +120,7 @@ def test_a_folder_that_is_a_file_names_the_prefix_and_the_fix(client, comfy_host
 
 @pytest.mark.parametrize(
     ("prefix", "words"),
-    [(".", "filename_prefix '.' makes a hidden file or uses '.'/'..' as a folder"),
+    [(".", "filename_prefix '.' makes a hidden file or uses '.' as a folder"),
      ("rel2/.hidden", "filename_prefix 'rel2/.hidden' makes a hidden file"),
      ("rel2/two\nlines", "filename_prefix 'rel2/two\\nlines' contains control characters ('\\n')"),
      ("rel2/tab\there", "contains control characters ('\\t')")],

@@ -58,4 +58,4 @@ def test_vp9_takes_its_own_crf_range(client, crf):
 def test_crf_outside_the_codec_range_is_refused(client, fmt, crf, words):
     api = t2v_graph(prefix="rel2/play/refused")
     api["10"]["inputs"].update(format=fmt, crf=crf)
-    assert refusal_text(rejected(client, api), "10") == f"CogVideoX Save Video: {words}"
+    assert refusal_text(rejected(client, api), "10") == f"CogVideoX Save Video: {words} (lower is better quality)"
