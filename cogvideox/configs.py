@@ -11,11 +11,40 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def _fits(annotation: str, value: Any) -> bool:
+    """Whether a JSON value fits a field annotated ``annotation`` (a string: postponed annotations)."""
+    if value is None:
+        return "None" in annotation
+    if isinstance(value, bool):
+        return annotation.startswith("bool")
+    if isinstance(value, int):
+        return annotation.startswith(("int", "float"))
+    if isinstance(value, float):
+        return annotation.startswith("float") or (annotation.startswith("int") and value.is_integer())
+    if isinstance(value, str):
+        return annotation.startswith("str")
+    if isinstance(value, (list, tuple)):
+        inner = annotation.partition("[")[2].partition(",")[0]
+        return annotation.startswith("tuple") and all(_fits(inner, v) for v in value)
+    return annotation.startswith("dict") and isinstance(value, dict)
+
+
 class _FromDict:
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
+        """The config from a ``config.json``-style dict; a ``TypeError`` names a value of the wrong type."""
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object of {cls.__name__} values, got {type(data).__name__}")
+        fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        wrong = [
+            f"{k}={v!r} (expected {fields[k]})" for k, v in data.items() if k in fields and not _fits(fields[k], v)
+        ]
+        if wrong:
+            raise TypeError(f"{cls.__name__} values of the wrong type: {', '.join(wrong[:5])}")
+        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in fields}
+        for k, v in kwargs.items():
+            if fields[k].startswith("int") and isinstance(v, float):
+                kwargs[k] = int(v)
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:

@@ -28,10 +28,15 @@ def nearest_valid_frames(frames: int) -> int:
     return max(1, round((frames - 1) / TEMPORAL_COMPRESSION) * TEMPORAL_COMPRESSION + 1)
 
 
-def video_size_problems(width: int, height: int, frames: int | None = None) -> list[str]:
-    """Everything wrong with a requested video size, each with its fix (empty when valid)."""
+def video_size_problems(width: int | None, height: int | None, frames: int | None = None) -> list[str]:
+    """Everything wrong with a requested video size, each with its fix (empty when valid).
+
+    ``None`` leaves that dimension out (e.g. a value ComfyUI only knows at run time).
+    """
     problems = []
     for name, value in (("width", width), ("height", height)):
+        if value is None:
+            continue
         if value <= 0:
             problems.append(f"{name}={value} must be positive; use a multiple of {SIZE_MULTIPLE} such as 480")
         elif value > MAX_SIDE:
@@ -76,19 +81,50 @@ def trained_size_problems(config, latent_shape) -> list[str]:
     return []
 
 
+# An IMAGE batch is frames only, [B*F, H, W, C]: CogVideoX VAE Decode puts the videos of a
+# latent batch one after the other (all frames of video 0, then video 1, ...) and records how
+# many videos the tensor holds in this attribute, so Save Video and the encoders can split it
+# again. Nodes that make new tensors (core image nodes) drop it: their output is one video.
+VIDEOS_ATTR = "cogvideox_videos"
+
+
+def videos_in(images: torch.Tensor, frames_per_video: int = 0) -> int:
+    """How many videos an IMAGE batch holds: ``frames_per_video`` if given (> 0), else what
+    CogVideoX VAE Decode recorded, else one."""
+    n = images.shape[0]
+    if frames_per_video > 0:
+        if n % frames_per_video:
+            raise ValueError(f"{n} frames do not split into videos of {frames_per_video} frames")
+        return n // frames_per_video
+    count = getattr(images, VIDEOS_ATTR, 1)
+    return count if isinstance(count, int) and count > 0 and n % count == 0 else 1
+
+
+def split_videos(images: torch.Tensor, frames_per_video: int = 0) -> list[torch.Tensor]:
+    """IMAGE ``[B*F, H, W, C]`` -> B IMAGE videos ``[F, H, W, C]`` (see :func:`videos_in`)."""
+    return list(images.chunk(videos_in(images, frames_per_video)))
+
+
 def images_to_video(images: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE ``[F, H, W, C]`` in 0..1 -> one VAE pixel video ``[1, 3, F, H, W]`` in -1..1."""
+    """ComfyUI IMAGE ``[B*F, H, W, C]`` in 0..1 -> VAE pixel videos ``[B, 3, F, H, W]`` in -1..1.
+
+    B is 1 unless the IMAGE came from CogVideoX VAE Decode of a batch (:data:`VIDEOS_ATTR`).
+    """
     if images.ndim != 4:
         raise ValueError(f"expected an IMAGE batch [frames, height, width, channels], got shape {tuple(images.shape)}")
+    b = videos_in(images)
     images = images[..., :3]  # drop alpha
-    video = rearrange(images, "f h w c -> 1 c f h w")  # [1, 3, F, H, W]
+    video = rearrange(images, "(b f) h w c -> b c f h w", b=b)  # [B, 3, F, H, W]
     return video * 2.0 - 1.0
 
 
 def video_to_images(video: torch.Tensor) -> torch.Tensor:
-    """VAE pixel videos ``[B, 3, F, H, W]`` in -1..1 -> ComfyUI IMAGE ``[B*F, H, W, 3]`` in 0..1."""
+    """VAE pixel videos ``[B, 3, F, H, W]`` in -1..1 -> ComfyUI IMAGE ``[B*F, H, W, 3]`` in 0..1,
+    video after video, with the video count recorded (:data:`VIDEOS_ATTR`)."""
     images = rearrange(video, "b c f h w -> (b f) h w c")  # [B*F, H, W, 3]
-    return ((images.float() + 1.0) * 0.5).clamp_(0.0, 1.0)
+    images = ((images.float() + 1.0) * 0.5).clamp_(0.0, 1.0)
+    setattr(images, VIDEOS_ATTR, video.shape[0])
+    return images
 
 
 def fit_images(images: torch.Tensor, width: int, height: int, mode: str = "crop") -> torch.Tensor:

@@ -30,7 +30,9 @@ from .transformer import CogVideoXTransformer
 
 logger = logging.getLogger(__name__)
 
-PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
+PICKLE_SUFFIXES = (".pt", ".pth", ".pt2", ".ckpt", ".bin", ".pkl", ".pickle")
+# Every safetensors extension ComfyUI lists in its model folders (folder_paths.supported_pt_extensions).
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 SINGLE_FILE_NAME = "diffusion_pytorch_model.safetensors"
 INDEX_SUFFIX = ".safetensors.index.json"
 
@@ -80,8 +82,8 @@ def weight_files(path: str | Path, subfolder: str | None = None) -> tuple[list[P
         raise CogVideoXLoadError(f"no such file or folder: {path}")
     if path.is_file():
         refuse_pickle(path)
-        if path.suffix.lower() != ".safetensors":
-            raise CogVideoXLoadError(f"expected a .safetensors file, got {path.name}")
+        if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
+            raise CogVideoXLoadError(f"expected a .safetensors (or .sft) file, got {path.name}")
         return [path], None
     if subfolder and (path / subfolder).is_dir() and not (path / "config.json").exists():
         path = path / subfolder
@@ -89,8 +91,13 @@ def weight_files(path: str | Path, subfolder: str | None = None) -> tuple[list[P
     config = config if config.exists() else None
     indexes = sorted(path.glob(f"*{INDEX_SUFFIX}"))
     if indexes:
-        index = json.loads(indexes[0].read_text())
-        shards = sorted(set(index.get("weight_map", {}).values()))
+        index = _read_json(indexes[0], "the shard index")
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict):
+            raise CogVideoXLoadError(
+                f"{indexes[0]} has no weight_map object; the download is incomplete: download the index again"
+            )
+        shards = sorted(set(map(str, weight_map.values())))
         if not shards:
             raise CogVideoXLoadError(f"{indexes[0]} has an empty weight_map")
         missing = [s for s in shards if not (path / s).exists()]
@@ -101,7 +108,7 @@ def weight_files(path: str | Path, subfolder: str | None = None) -> tuple[list[P
         return [path / s for s in shards], config
     if (path / SINGLE_FILE_NAME).exists():
         return [path / SINGLE_FILE_NAME], config
-    singles = sorted(path.glob("*.safetensors"))
+    singles = sorted(p for p in path.iterdir() if p.suffix.lower() in SAFETENSORS_SUFFIXES)
     if len(singles) == 1:
         return singles, config
     pickles = sorted(p for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
@@ -109,6 +116,31 @@ def weight_files(path: str | Path, subfolder: str | None = None) -> tuple[list[P
         refuse_pickle(pickles[0])
     found = sorted(p.name for p in path.iterdir())[:10]
     raise CogVideoXLoadError(f"expected {SINGLE_FILE_NAME} or a *{INDEX_SUFFIX} with shards in {path}, found {found}")
+
+
+def _read_json(file: Path, what: str):
+    """A JSON file; a clear error when it is empty, cut short or not JSON."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CogVideoXLoadError(f"cannot read {what} {file} ({err})") from err
+    if not text.strip():
+        raise CogVideoXLoadError(f"{what} {file} is empty; download it again")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CogVideoXLoadError(
+            f"{what} {file} is not valid JSON ({err.msg} at line {err.lineno}); the file is cut short or was "
+            "edited by hand: download it again"
+        ) from err
+
+
+def config_from_dict(cls, data, source) -> object:
+    """``cls.from_dict(data)`` with a clear error for values of the wrong type."""
+    try:
+        return cls.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise CogVideoXLoadError(f"the config of {source} does not fit ({err}); fix or download it again") from err
 
 
 def _open(file: Path, device: str):
@@ -210,7 +242,7 @@ def save_safetensors(
 
 def _config_json(files: Sequence[Path], config_file: Path | None) -> dict | None:
     if config_file is not None:
-        return json.loads(config_file.read_text())
+        return _read_json(config_file, "the config")
     if len(files) == 1:
         raw = read_metadata(files[0]).get("config")
         if raw:
@@ -363,6 +395,17 @@ def detect_vae_config(shapes: Mapping[str, Sequence[int]]) -> VAEConfig:
 # ------------------------------------------------------------------ model loading
 def _fill(model: nn.Module, state: dict[str, torch.Tensor], what: str, source) -> nn.Module:
     expected = model.state_dict()
+    quantized = [
+        f"{k} ({str(state[k].dtype).removeprefix('torch.')})"
+        for k in expected
+        if k in state and expected[k].is_floating_point() and not state[k].is_floating_point()
+    ]
+    if quantized:
+        raise CogVideoXLoadError(
+            f"{source} stores weights as integers or booleans, e.g. {quantized[:3]}: int8/GGUF-style quantized "
+            "checkpoints are not supported. Use a bf16/fp16/fp32 .safetensors file (the loader's weight_storage "
+            "option stores it in fp8 if memory is short)"
+        )
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [
@@ -408,7 +451,7 @@ def load_transformer(
     if config is None:
         data = _config_json(files, config_file)
         if data is not None:
-            config = TransformerConfig.from_dict(data)
+            config = config_from_dict(TransformerConfig, data, config_file or files[0])
         else:
             config = detect_transformer_config(shapes)
             logger.info("no config found with %s; detected %s", path, config)
@@ -458,7 +501,8 @@ def load_vae(
     _require(shapes, VAE_REQUIRED, "CogVideoX VAE (AutoencoderKLCogVideoX)")
     if config is None:
         data = _config_json(files, config_file)
-        config = VAEConfig.from_dict(data) if data is not None else detect_vae_config(shapes)
+        source = config_file or files[0]
+        config = config_from_dict(VAEConfig, data, source) if data is not None else detect_vae_config(shapes)
     from .vae import CogVideoXVAE  # imported here: only VAE loading needs it
 
     state = _read_tensors(files, dtype, device)

@@ -111,8 +111,8 @@ class Denoiser:
         if not torch.isfinite(v).all():
             raise FloatingPointError(
                 f"the model output contains NaN/inf at step {i + 1}/{len(self.schedule)} "
-                f"(timestep {int(self.schedule.timesteps[i])}); CogVideoX overflows in float16, "
-                "load the transformer in bfloat16 (or float32)"
+                f"(timestep {int(self.schedule.timesteps[i])}); in float16 CogVideoX overflows (load the "
+                "transformer in bfloat16 or float32), otherwise check the weights for NaN/inf"
             )
         a = self.schedule.alpha(i)
         return float(a.sqrt()) * x - float((1 - a).sqrt()) * v
@@ -219,7 +219,8 @@ def sample(
     if image_latent is not None:
         scaled = scale_image_latent(image_latent.to(device, torch.float32), variant, image_latent_scaling)
         # the reference zero-pads the image latent to the padded length (image at frame 0)
-        image_cond = i2v_condition(_batch(scaled, b, "image_latent"), frames + pad)  # [B, C, T + pad, h, w]
+        image = _batch(scaled, b, "the image conditioning")
+        image_cond = i2v_condition(image, frames + pad)  # [B, C, T + pad, h, w]
     denoiser_cls, extra = Denoiser, {}
     if cache_threshold > 0:
         from .cache import CachedDenoiser  # cache.py builds on this module

@@ -73,12 +73,17 @@ def read_t5(path: str) -> tuple[dict[str, torch.Tensor], dict]:
     ``config`` entry, or (for a bare T5-XXL file) the T5-XXL defaults.
     """
     if os.path.isdir(path):
-        files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+        files = sorted(f for ext in ("*.safetensors", "*.sft") for f in glob.glob(os.path.join(path, ext)))
         config_path = os.path.join(path, "config.json")
         config = None
         if os.path.isfile(config_path):
             with open(config_path) as f:
-                config = json.load(f)
+                try:
+                    config = json.load(f)
+                except json.JSONDecodeError as err:
+                    raise ValueError(
+                        f"{config_path} is not valid JSON ({err.msg}); it is empty or cut short: download it again"
+                    ) from err
     else:
         files, config = [path], None
     if not files:

@@ -212,10 +212,14 @@ class CogVideoXVAE(nn.Module):
             z = self.post_quant_conv(z)
         return self.decoder(z, cache)
 
-    def encode_tile(self, x: torch.Tensor, frame_batch: int | None) -> torch.Tensor:
-        """Moments ``[B, 2C, T, h, w]`` of one (untiled) video, in frame batches."""
+    def encode_tile(
+        self, x: torch.Tensor, frame_batch: int | None, callback: BatchCallback | None = None
+    ) -> torch.Tensor:
+        """Moments ``[B, 2C, T, h, w]`` of one (untiled) video, in frame batches.
+
+        ``callback(done, total)`` runs after each batch (it may raise to stop the pass)."""
         levels = self.temporal_levels
-        return self._run_batched(x, frame_batch, self._encode_net, lambda n: encoded_frames(n, levels))
+        return self._run_batched(x, frame_batch, self._encode_net, lambda n: encoded_frames(n, levels), callback)
 
     def decode_tile(
         self, z: torch.Tensor, frame_batch: int | None, callback: BatchCallback | None = None
@@ -231,14 +235,18 @@ class CogVideoXVAE(nn.Module):
         *,
         frame_batch: int | None = 8,
         tile: TileConfig | bool | None = None,
+        callback: BatchCallback | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior ``(mean, logvar)``, each ``[B, C, T, h, w]``; logvar clamped to [-30, 20]."""
+        """Posterior ``(mean, logvar)``, each ``[B, C, T, h, w]``; logvar clamped to [-30, 20].
+
+        ``callback(done, total)`` runs after every frame batch (of every tile), as in :meth:`decode`.
+        """
         with self._grad_context(x):
             tile = TileConfig.resolve(tile, self.config)
             if tile is not None and tile.applies_to_sample(x.shape[-2:]):
-                moments = tiled_encode(self, x, tile, frame_batch)
+                moments = tiled_encode(self, x, tile, frame_batch, callback)
             else:
-                moments = self.encode_tile(x, frame_batch)
+                moments = self.encode_tile(x, frame_batch, callback)
             mean, logvar = moments.chunk(2, dim=1)
             return mean, logvar.clamp(-30.0, 20.0)
 
@@ -250,13 +258,14 @@ class CogVideoXVAE(nn.Module):
         generator: torch.Generator | None = None,
         frame_batch: int | None = 8,
         tile: TileConfig | bool | None = None,
+        callback: BatchCallback | None = None,
     ) -> torch.Tensor:
         """Latent ``[B, C, T, h, w]``: the posterior mean, or ``mean + std * noise`` if ``sample``.
 
         The noise is ``torch.randn(mean.shape, generator=generator)`` drawn on the generator's
         device (then moved), as diffusers' ``DiagonalGaussianDistribution.sample`` draws it.
         """
-        mean, logvar = self.encode_moments(x, frame_batch=frame_batch, tile=tile)
+        mean, logvar = self.encode_moments(x, frame_batch=frame_batch, tile=tile, callback=callback)
         if not sample:
             return mean if mean.is_contiguous() else mean.contiguous()
         with self._grad_context(mean):

@@ -155,8 +155,10 @@ def _down_len(n: int, levels: int) -> int:
     return n
 
 
-def tiled_encode(vae: CogVideoXVAE, x: torch.Tensor, tile: TileConfig, frame_batch: int | None) -> torch.Tensor:
-    """Moments ``[B, 2C, T, h, w]`` of ``x`` encoded tile by tile."""
+def tiled_encode(
+    vae: CogVideoXVAE, x: torch.Tensor, tile: TileConfig, frame_batch: int | None, callback=None
+) -> torch.Tensor:
+    """Moments ``[B, 2C, T, h, w]`` of ``x`` encoded tile by tile; ``callback(done, total)`` after each frame batch."""
     factor = vae.spatial_factor
     levels = len(vae.config.block_out_channels) - 1
     (lat_h, lat_w), (stride_h, stride_w) = _latent_tiles(tile, factor)
@@ -168,7 +170,7 @@ def tiled_encode(vae: CogVideoXVAE, x: torch.Tensor, tile: TileConfig, frame_bat
             (lat_h - stride_h, lat_w - stride_w),  # latent overlap, blended
             (stride_h, stride_w),
             lambda n: _down_len(n, levels),
-            lambda t: vae.encode_tile(t, frame_batch),
+            lambda t: vae.encode_tile(t, frame_batch, callback),
         )
 
 

@@ -29,14 +29,43 @@ class VideoFormat:
     pix_fmt: str
     options: tuple[tuple[str, str], ...] = ()
     container_options: tuple[tuple[str, str], ...] = ()
+    crf_range: tuple[int, int] = (0, 51)  # what the codec accepts
+    # The lowest crf that stays playable everywhere: x264's crf 0 is lossless, which only the
+    # High 4:4:4 Predictive profile allows (browsers refuse it), so 0 is written as 1.
+    playable_min_crf: int = 0
 
 
 FORMATS: dict[str, VideoFormat] = {
     "mp4 (h264)": VideoFormat(
-        "mp4", "mp4", "libx264", "yuv420p", container_options=(("movflags", "use_metadata_tags"),)
+        "mp4",
+        "mp4",
+        "libx264",
+        "yuv420p",
+        options=(("profile", "high"),),
+        container_options=(("movflags", "use_metadata_tags"),),
+        crf_range=(0, 51),
+        playable_min_crf=1,
     ),
-    "webm (vp9)": VideoFormat("webm", "webm", "libvpx-vp9", "yuv420p", options=(("b", "0"),)),
+    "webm (vp9)": VideoFormat("webm", "webm", "libvpx-vp9", "yuv420p", options=(("b", "0"),), crf_range=(0, 63)),
 }
+
+
+def crf_problems(format: str, crf: int) -> list[str]:
+    """Why ``crf`` does not suit ``format`` (empty when it does)."""
+    lo, hi = FORMATS[format].crf_range
+    if lo <= crf <= hi:
+        return []
+    return [f"crf={crf} is out of range for {format}; use {lo} to {hi} (lower is better quality)"]
+
+
+def fps_problems(fps: float) -> list[str]:
+    """Why ``fps`` cannot be written (empty when it can): containers store the rate as a fraction."""
+    if not 0 < fps <= MAX_FPS:
+        return [f"fps={fps:g} is out of range; use more than 0 and at most {MAX_FPS:g}"]
+    return []
+
+
+MAX_FPS = 120.0
 
 
 def write_video(
@@ -54,6 +83,13 @@ def write_video(
     and ``workflow`` this way; its frontend restores the graph from them).
     """
     fmt = FORMATS[format]
+    problems = crf_problems(format, crf) + fps_problems(fps)
+    if problems:
+        raise ValueError("; ".join(problems))
+    if crf < fmt.playable_min_crf:
+        log.warning("crf %d for %s is lossless, which browsers cannot play; writing crf %d", crf, format,
+                    fmt.playable_min_crf)
+        crf = fmt.playable_min_crf
     if frames.ndim != 4 or frames.shape[-1] < 3 or frames.shape[0] == 0:
         raise ValueError(f"expected IMAGE frames [F, H, W, 3] with F >= 1, got shape {tuple(frames.shape)}")
     # yuv420p needs even sizes: pad the odd row/column by repeating the edge.

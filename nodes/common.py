@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import folder_paths
 
 CATEGORY = "CogVideoX"
+log = logging.getLogger(__name__)
 
 # Our own types, only where core ComfyUI has none: core MODEL/VAE are comfy BaseModel /
 # comfy.sd.VAE objects that our networks are not, so wiring ours into core samplers
@@ -82,7 +84,24 @@ def diffusers_folders(component: str) -> list[str]:
                     found.append(f"{root}/{name}/{component}")
                 elif os.path.isfile(os.path.join(path, "config.json")) and name.endswith(component):
                     found.append(f"{root}/{name}")
+                elif os.path.isdir(os.path.join(path, component)):
+                    _explain_unlisted(os.path.join(path, component))
     return found
+
+
+_EXPLAINED: set[str] = set()
+
+
+def _explain_unlisted(folder: str) -> None:
+    """Say once in the log why a diffusers component folder is not offered in the loaders."""
+    if folder in _EXPLAINED:
+        return
+    _EXPLAINED.add(folder)
+    log.warning(
+        "CogVideoX: %s is not listed in the loaders: it has no config.json. Copy config.json from the model's "
+        "download into it (a diffusers component folder holds config.json and its .safetensors weights).",
+        folder,
+    )
 
 
 def model_choices(folder: str, component: str) -> list[str]:
@@ -122,3 +141,73 @@ def torch_dtype(name: str, device) -> Any:
     if device.type == "cpu":
         return torch.float32
     return torch.bfloat16 if mm.should_use_bf16(device) else torch.float16
+
+
+# ------------------------------------------------------------------ typed and linked inputs
+# ComfyUI checks a typed widget value against its min/max before the run, but a value that
+# comes through a link (a Primitive or math node) reaches VALIDATE_INPUTS as None and skips the
+# widget limits. So every node checks its widget values twice with the same words: in
+# VALIDATE_INPUTS (typed values: the prompt is refused) and at the start of execute (every
+# value: linked ones are refused there). The answer for a value is the same either way.
+
+
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
+
+
+def widget_problems(node_cls, values: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
+    """What is wrong with ``values`` against the widgets ``node_cls.INPUT_TYPES()`` declares:
+    numbers outside min..max (or not finite), choices not in the list. ``None`` (a linked value
+    during validation) and the names in ``skip`` (checked by the node itself) are left out."""
+    import math
+
+    types = node_cls.INPUT_TYPES()
+    spec = {**types.get("required", {}), **types.get("optional", {})}
+    problems = []
+    for name, value in values.items():
+        if value is None or name in skip or name not in spec:
+            continue
+        kind = spec[name][0]
+        options = spec[name][1] if len(spec[name]) > 1 else {}
+        if isinstance(kind, list):
+            if value not in kind:
+                problems.append(f"{name}={_shown(value)} is not one of {kind}")
+        elif kind in ("INT", "FLOAT"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                problems.append(f"{name}={_shown(value)} is not a number")
+            elif not math.isfinite(value):
+                problems.append(f"{name}={value} is not a finite number")
+            elif kind == "INT" and value != int(value):
+                problems.append(f"{name}={_shown(value)} is not a whole number")
+            elif ("min" in options and value < options["min"]) or ("max" in options and value > options["max"]):
+                lo, hi = options.get("min"), options.get("max")
+                problems.append(f"{name}={_shown(value)} is out of range; use {_shown(lo)} to {_shown(hi)}")
+    return problems
+
+
+class CheckedInputs:
+    """Shared by the nodes: one check of the widget values for typed and linked values alike.
+
+    A node lists its checked inputs in its ``VALIDATE_INPUTS`` signature and calls
+    ``cls.validation_answer(...)`` there, and ``self.check_inputs(...)`` first in ``execute``.
+    It may override ``input_problems`` to add its own rules (and list the inputs those rules
+    cover in ``CUSTOM_CHECKED`` so the generic range message is not given twice).
+    """
+
+    DISPLAY_NAME = ""
+    CUSTOM_CHECKED: tuple[str, ...] = ()
+
+    @classmethod
+    def input_problems(cls, values: dict[str, Any]) -> list[str]:
+        return widget_problems(cls, values, skip=cls.CUSTOM_CHECKED)
+
+    @classmethod
+    def validation_answer(cls, **values) -> bool | str:
+        problems = cls.input_problems({k: v for k, v in values.items() if v is not None})
+        return True if not problems else f"{cls.DISPLAY_NAME}: " + "; ".join(problems)
+
+    @classmethod
+    def check_inputs(cls, **values) -> None:
+        problems = cls.input_problems(values)
+        if problems:
+            raise CogVideoXNodeError(cls.DISPLAY_NAME, "; ".join(problems))

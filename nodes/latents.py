@@ -9,7 +9,7 @@ import torch
 
 from ..cogvideox import conditioning
 from ..cogvideox import frames as fr
-from .common import CATEGORY, VAE_TYPE
+from .common import CATEGORY, VAE_TYPE, CheckedInputs
 from .vae import encode_video
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,26 @@ def _size_inputs(frames_default: int = 49) -> dict:
     }
 
 
-def _validate_size(node: str, width: int, height: int, frames_: int, batch_size: int = 1):
-    problems = fr.video_size_problems(width, height, frames_)
-    if batch_size < 1:
+def _size_problems(values: dict) -> list[str]:
+    """The size rules of every latent node (values missing or None are not known yet)."""
+    problems = fr.video_size_problems(values.get("width"), values.get("height"), values.get("frames"))
+    batch_size = values.get("batch_size")
+    if batch_size is None:
+        pass
+    elif batch_size < 1:
         problems.append(f"batch_size={batch_size} must be at least 1")
     elif batch_size > MAX_BATCH:
         # VALIDATE_INPUTS replaces ComfyUI's own min/max check, so the widget's max is enforced here.
         problems.append(f"batch_size={batch_size} is too large; use at most {MAX_BATCH} (queue more prompts instead)")
-    return True if not problems else f"{node}: " + "; ".join(problems)
+    return problems
+
+
+class _SizedNode(CheckedInputs):
+    CUSTOM_CHECKED = ("width", "height", "frames", "batch_size")
+
+    @classmethod
+    def input_problems(cls, values: dict) -> list[str]:
+        return _size_problems(values) + super().input_problems(values)
 
 
 def _empty(width: int, height: int, frames_: int, batch_size: int) -> torch.Tensor:
@@ -50,7 +62,7 @@ def _empty(width: int, height: int, frames_: int, batch_size: int) -> torch.Tens
     return torch.zeros(batch_size, 16, t, h, w, device=mm.intermediate_device())  # [B, 16, T, h, w]
 
 
-class CogVideoXEmptyLatent:
+class CogVideoXEmptyLatent(_SizedNode):
     DISPLAY_NAME = "CogVideoX Empty Latent"
     DESCRIPTION = "An empty video latent for text-to-video: [batch, 16, (frames-1)/4+1, height/8, width/8]."
     CATEGORY = f"{CATEGORY}/latent"
@@ -64,13 +76,14 @@ class CogVideoXEmptyLatent:
 
     @classmethod
     def VALIDATE_INPUTS(cls, width, height, frames, batch_size):
-        return _validate_size(cls.DISPLAY_NAME, width, height, frames, batch_size)
+        return cls.validation_answer(width=width, height=height, frames=frames, batch_size=batch_size)
 
     def execute(self, width, height, frames, batch_size):
+        self.check_inputs(width=width, height=height, frames=frames, batch_size=batch_size)
         return ({"samples": _empty(width, height, frames, batch_size)},)
 
 
-class CogVideoXImageToVideo:
+class CogVideoXImageToVideo(_SizedNode):
     DISPLAY_NAME = "CogVideoX Image To Video"
     DESCRIPTION = (
         "Conditions an image-to-video model (5B-I2V, 1.5-5B-I2V) on a first frame: the image is resized, "
@@ -139,8 +152,11 @@ class CogVideoXImageToVideo:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width, height, frames, batch_size):
-        return _validate_size(cls.DISPLAY_NAME, width, height, frames, batch_size)
+    def VALIDATE_INPUTS(cls, width, height, frames, batch_size, noise_aug_strength, seed):
+        return cls.validation_answer(
+            width=width, height=height, frames=frames, batch_size=batch_size,
+            noise_aug_strength=noise_aug_strength, seed=seed,
+        )
 
     def execute(
         self,
@@ -158,6 +174,10 @@ class CogVideoXImageToVideo:
         image_latent_scaling,
         seed,
     ):
+        self.check_inputs(
+            width=width, height=height, frames=frames, batch_size=batch_size,
+            noise_aug_strength=noise_aug_strength, seed=seed,
+        )
         first = fr.fit_images(image[:1], width, height, resize_mode)  # [1, height, width, C]
         pixels = fr.images_to_video(first)  # [1, 3, 1, H, W]
         generator = torch.Generator().manual_seed(seed)
@@ -171,7 +191,7 @@ class CogVideoXImageToVideo:
         return (positive, negative, {"samples": _empty(width, height, frames, batch_size)})
 
 
-class CogVideoXVideoToVideo:
+class CogVideoXVideoToVideo(_SizedNode):
     DISPLAY_NAME = "CogVideoX Video To Video"
     DESCRIPTION = (
         "Encodes a video (an IMAGE batch of frames, e.g. from a video loader) to a LATENT for CogVideoX Sampler "
@@ -200,13 +220,16 @@ class CogVideoXVideoToVideo:
 
     @classmethod
     def VALIDATE_INPUTS(cls, width, height):
-        return _validate_size(cls.DISPLAY_NAME, width, height, None)
+        return cls.validation_answer(width=width, height=height)
 
     def execute(self, vae, images, width, height, resize_mode):
-        n = images.shape[0]
+        self.check_inputs(width=width, height=height)
+        videos = fr.split_videos(images)  # one, or the batch CogVideoX VAE Decode made
+        n = videos[0].shape[0]
         usable = (n - 1) // fr.TEMPORAL_COMPRESSION * fr.TEMPORAL_COMPRESSION + 1
         if usable != n:
             log.warning("%s: %d frames is not 4k+1; using the first %d", self.DISPLAY_NAME, n, usable)
-        fitted = fr.fit_images(images[:usable], width, height, resize_mode)
-        latent = encode_video(self.DISPLAY_NAME, vae, fr.images_to_video(fitted))
+        fitted = [fr.fit_images(v[:usable], width, height, resize_mode) for v in videos]
+        pixels = torch.cat([fr.images_to_video(v) for v in fitted])  # [B, 3, F, H, W]
+        latent = encode_video(self.DISPLAY_NAME, vae, pixels)
         return ({"samples": latent},)

@@ -23,6 +23,7 @@ from .common import (
     DTYPES,
     MODEL_TYPE,
     VAE_TYPE,
+    CheckedInputs,
     CogVideoXModel,
     CogVideoXNodeError,
     CogVideoXVAE,
@@ -55,7 +56,7 @@ def pick_operations(stored: set, compute_dtype, load_device) -> tuple[object, tu
     return comfy.ops.pick_operations(weight_dtype, compute_dtype, load_device=load_device), fp8
 
 
-class CogVideoXModelLoader:
+class CogVideoXModelLoader(CheckedInputs):
     DISPLAY_NAME = "CogVideoX Model Loader"
     DESCRIPTION = (
         "Loads a CogVideoX transformer (2B, 5B, 5B-I2V, 1.5-5B T2V/I2V) from a single .safetensors file in "
@@ -132,9 +133,14 @@ class CogVideoXModelLoader:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, block_swap=0):
+        return cls.validation_answer(block_swap=block_swap)
+
     def execute(
         self, model_name, weight_dtype, weight_storage="default", attention="sdpa", compile=False, block_swap=0
     ):
+        self.check_inputs(block_swap=block_swap)
         path = resolve_model_path(self.DISPLAY_NAME, "diffusion_models", model_name)
         load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
         dtype = torch_dtype(weight_dtype, load_device)

@@ -15,7 +15,8 @@ from ..cogvideox import frames as fr
 from ..cogvideox import pipeline, preview
 from ..cogvideox.offload import enable_block_swap, resident_bytes
 from ..cogvideox.samplers import SAMPLERS
-from .common import CATEGORY, MODEL_TYPE, CogVideoXNodeError, network
+from . import sampler_checks as checks
+from .common import CATEGORY, MODEL_TYPE, CheckedInputs, CogVideoXNodeError, network
 from .latents import IMAGE_LATENT_KEY, IMAGE_SCALING_KEY
 
 log = logging.getLogger(__name__)
@@ -24,19 +25,12 @@ SCHEDULERS = ["auto", *SAMPLERS]
 PREVIEW_SIZE = 512
 
 
-def _context(node: str, conditioning, which: str) -> tuple[torch.Tensor, dict]:
-    if not conditioning:
-        raise CogVideoXNodeError(node, f"the {which} conditioning is empty; connect CogVideoX Text Encode.")
-    if len(conditioning) > 1:
-        log.warning("%s: %d %s conditionings given; using the first", node, len(conditioning), which)
-    cond, extra = conditioning[0]
-    if cond.ndim != 3:
-        raise CogVideoXNodeError(
-            node,
-            f"the {which} conditioning has shape {tuple(cond.shape)}; "
-            "expected text embeddings [1, 226, 4096] from CogVideoX Text Encode.",
-        )
-    return cond, extra
+def _context(node: str, conditioning, which: str, variant) -> tuple[torch.Tensor, dict]:
+    cfg = variant.transformer
+    problems = checks.conditioning_problems(conditioning, which, cfg.max_text_seq_length, cfg.text_embed_dim)
+    if problems:
+        raise CogVideoXNodeError(node, "; ".join(problems))
+    return conditioning[0]
 
 
 @contextlib.contextmanager
@@ -68,7 +62,7 @@ def _on_device(node: str, model) -> Iterator[torch.device]:
         mm.soft_empty_cache()
 
 
-class CogVideoXSampler:
+class CogVideoXSampler(CheckedInputs):
     DISPLAY_NAME = "CogVideoX Sampler"
     DESCRIPTION = (
         "Denoises a CogVideoX video latent: text-to-video from CogVideoX Empty Latent, image-to-video from "
@@ -109,8 +103,8 @@ class CogVideoXSampler:
                         "max": 30.0,
                         "step": 0.1,
                         "round": 0.01,
-                        "tooltip": "Classifier-free guidance scale (6.0 is the reference); 1.0 disables "
-                        "the negative pass.",
+                        "tooltip": "Classifier-free guidance scale (6.0 is the reference); 1.0 and below "
+                        "disable the negative pass (values below 1 act as 1, as in the reference pipelines).",
                     },
                 ),
                 "scheduler": (
@@ -164,6 +158,10 @@ class CogVideoXSampler:
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, seed, steps, cfg, denoise, cache_threshold=0.0):
+        return cls.validation_answer(seed=seed, steps=steps, cfg=cfg, denoise=denoise, cache_threshold=cache_threshold)
+
     def execute(
         self,
         model,
@@ -180,9 +178,12 @@ class CogVideoXSampler:
         unique_id=None,
     ):
         node = self.DISPLAY_NAME
+        self.check_inputs(seed=seed, steps=steps, cfg=cfg, denoise=denoise, cache_threshold=cache_threshold)
+        if cfg < 1.0:
+            log.warning("%s: cfg %.2f below 1 acts as 1 (no guidance, the negative prompt is not used)", node, cfg)
         variant = model.variant
-        pos, pos_extra = _context(node, positive, "positive")
-        neg, _ = _context(node, negative, "negative")
+        pos, pos_extra = _context(node, positive, "positive", variant)
+        neg, _ = _context(node, negative, "negative", variant)
         image_latent = pos_extra.get(IMAGE_LATENT_KEY, pos_extra.get("concat_latent_image"))
         if variant.is_i2v and image_latent is None:
             raise CogVideoXNodeError(
@@ -206,6 +207,13 @@ class CogVideoXSampler:
                 "video latent [batch, 16, frames, height/8, width/8] from CogVideoX Empty "
                 "Latent (image latents of other models do not fit).",
             )
+        problems = checks.latent_problems(latent)
+        if image_latent is not None:
+            problems += checks.image_latent_problems(image_latent, samples)
+        if not torch.isfinite(samples).all():
+            problems.append("the latent holds NaN or infinite values; check the node that makes it")
+        if problems:
+            raise CogVideoXNodeError(node, "; ".join(problems))
         problems = fr.trained_size_problems(variant.transformer, tuple(samples.shape))
         if problems:
             raise CogVideoXNodeError(
@@ -243,7 +251,8 @@ class CogVideoXSampler:
                     cache_threshold=cache_threshold,
                 )
         except FloatingPointError as e:
-            raise CogVideoXNodeError(node, f"{e}: set weight_dtype to bf16 in CogVideoX Model Loader.") from e
+            cause = checks.non_finite_cause(network(model.patcher), model.source)
+            raise CogVideoXNodeError(node, f"{str(e).split(';')[0]}; {cause}") from e
         except ValueError as e:  # shape problems the model reports (channels, learned positions, ...)
             raise CogVideoXNodeError(node, str(e)) from e
         return ({**latent, "samples": out.to(mm.intermediate_device(), torch.float32)},)

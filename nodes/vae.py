@@ -12,7 +12,7 @@ import torch
 from ..cogvideox import frames as fr
 from ..cogvideox import vae_tiling
 from ..cogvideox.vae import CogVideoXVAE as CogVideoXVAEModule
-from .common import CATEGORY, VAE_TYPE, CogVideoXNodeError
+from .common import CATEGORY, VAE_TYPE, CheckedInputs, CogVideoXNodeError
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +76,33 @@ def _tiled(node: str, module, dtype, mode: str, tile_size: int, hw: tuple[int, i
         return run(_square(retry))
 
 
+def _interruptible_progress(total: int):
+    """A frame-batch callback for the VAE passes: stops at a user's Cancel, moves the node's bar."""
+    pbar = comfy.utils.ProgressBar(total)
+
+    def progress(done: int, total: int) -> None:
+        mm.throw_exception_if_processing_interrupted()  # Cancel stops the pass between frame batches
+        pbar.update_absolute(done, total)
+
+    return progress
+
+
 def encode_video(node: str, vae, pixels: torch.Tensor, tiling: str = "auto", tile_size: int = 256) -> torch.Tensor:
     """Pixels ``[B, 3, F, H, W]`` in -1..1 -> raw latent ``[B, 16, T, h, w]`` on the intermediate device."""
     problems = fr.video_size_problems(pixels.shape[-1], pixels.shape[-2], pixels.shape[2])
     if problems:
         raise CogVideoXNodeError(node, "; ".join(problems))
+    if not torch.isfinite(pixels).all():
+        raise CogVideoXNodeError(
+            node, "the images hold NaN or infinite values; check the node that makes them (the image is broken, "
+            "this is not a precision problem of the VAE)"
+        )
     module, device, dtype = _vae_on_device(vae, pixels.numel() * 4 * 64, node)
+    progress = _interruptible_progress(pixels.shape[2])
 
     def run(tile):
         with torch.inference_mode():
-            return module.encode(pixels.to(device, dtype), tile=tile)
+            return module.encode(pixels.to(device, dtype), tile=tile, callback=progress)
 
     latent = _tiled(node, module, dtype, tiling, tile_size, pixels.shape[-2:], run, "encode")
     return latent.to(mm.intermediate_device(), torch.float32)
@@ -103,11 +120,7 @@ def decode_latent(node: str, vae, latent: torch.Tensor, tiling: str = "auto", ti
     hw = (h * fr.SPATIAL_COMPRESSION, w * fr.SPATIAL_COMPRESSION)
     module, device, dtype = _vae_on_device(vae, b * fr.pixel_frames(t) * hw[0] * hw[1] * 3 * 64, node)
 
-    pbar = comfy.utils.ProgressBar(t)
-
-    def progress(done: int, total: int) -> None:
-        mm.throw_exception_if_processing_interrupted()  # Cancel stops the decode between frame batches
-        pbar.update_absolute(done, total)
+    progress = _interruptible_progress(t)
 
     def run(tile):
         with torch.inference_mode():
@@ -116,7 +129,7 @@ def decode_latent(node: str, vae, latent: torch.Tensor, tiling: str = "auto", ti
     return _tiled(node, module, dtype, tiling, tile_size, hw, run, "decode").to("cpu", torch.float32)
 
 
-class CogVideoXVAEDecode:
+class CogVideoXVAEDecode(CheckedInputs):
     DISPLAY_NAME = "CogVideoX VAE Decode"
     DESCRIPTION = (
         "Decodes a CogVideoX video latent to IMAGE frames that any image node accepts. Frame-batched with the "
@@ -125,7 +138,10 @@ class CogVideoXVAEDecode:
     CATEGORY = f"{CATEGORY}/latent"
     FUNCTION = "execute"
     RETURN_TYPES = ("IMAGE",)
-    OUTPUT_TOOLTIPS = ("The frames, [batch*frames, H, W, 3] in 0..1.",)
+    OUTPUT_TOOLTIPS = (
+        "The frames, [batch*frames, H, W, 3] in 0..1: all frames of the first video, then the next; "
+        "CogVideoX Save Video writes one file per video.",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -137,18 +153,24 @@ class CogVideoXVAEDecode:
             }
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, tile_size):
+        return cls.validation_answer(tile_size=tile_size)
+
     def execute(self, vae, samples, tiling, tile_size):
+        self.check_inputs(tile_size=tile_size)
         video = decode_latent(self.DISPLAY_NAME, vae, samples["samples"], tiling, tile_size)
         return (fr.video_to_images(video),)
 
 
-class CogVideoXVAEEncode:
+class CogVideoXVAEEncode(CheckedInputs):
     DISPLAY_NAME = "CogVideoX VAE Encode"
     DESCRIPTION = "Encodes IMAGE frames (4k+1 of them, sizes a multiple of 16) to a CogVideoX video LATENT."
     CATEGORY = f"{CATEGORY}/latent"
     FUNCTION = "execute"
     RETURN_TYPES = ("LATENT",)
-    OUTPUT_TOOLTIPS = ("The raw video latent [1, 16, T, H/8, W/8].",)
+    OUTPUT_TOOLTIPS = ("The raw video latent [B, 16, T, H/8, W/8] (B videos when the frames came from a batch "
+                       "of CogVideoX VAE Decode, else 1).",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -160,6 +182,11 @@ class CogVideoXVAEEncode:
             }
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, tile_size):
+        return cls.validation_answer(tile_size=tile_size)
+
     def execute(self, vae, images, tiling, tile_size):
+        self.check_inputs(tile_size=tile_size)
         latent = encode_video(self.DISPLAY_NAME, vae, fr.images_to_video(images), tiling, tile_size)
         return ({"samples": latent},)

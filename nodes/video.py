@@ -2,17 +2,39 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import folder_paths
 
-from ..cogvideox.video_io import FORMATS, write_video
-from .common import CATEGORY, CogVideoXNodeError
+from ..cogvideox import frames as fr
+from ..cogvideox.video_io import FORMATS, crf_problems, write_video
+from .common import CATEGORY, CheckedInputs, CogVideoXNodeError
+
+log = logging.getLogger(__name__)
 
 try:  # VIDEO, for core video nodes, exists in ComfyUI >= 0.3.4x
     from comfy_api.input_impl import VideoFromFile
 except ImportError:  # pragma: no cover - older hosts
     VideoFromFile = None
+
+
+def prefix_problems(filename_prefix: str) -> list[str]:
+    """Names the file system or a file browser would mangle: control characters, hidden files."""
+    bad = sorted({c for c in filename_prefix if ord(c) < 32 or ord(c) == 127})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        return [
+            f"filename_prefix {filename_prefix!r} contains control characters ({shown}); "
+            "use letters, digits, '-', '_' and '/' for subfolders, e.g. 'CogVideoX/clip'"
+        ]
+    parts = filename_prefix.strip().replace("\\", "/").split("/")
+    if "." in parts or parts[-1].startswith("."):  # '..' is safe_prefix's (it may stay inside)
+        return [
+            f"filename_prefix {filename_prefix!r} makes a hidden file or uses '.' as a folder; "
+            "use a name like 'CogVideoX/clip'"
+        ]
+    return []
 
 
 def safe_prefix(node: str, filename_prefix: str, output_dir: str) -> str:
@@ -32,7 +54,7 @@ def safe_prefix(node: str, filename_prefix: str, output_dir: str) -> str:
     return prefix
 
 
-class CogVideoXSaveVideo:
+class CogVideoXSaveVideo(CheckedInputs):
     DISPLAY_NAME = "CogVideoX Save Video"
     DESCRIPTION = (
         "Saves IMAGE frames as a video in ComfyUI's output folder (h264 MP4 or VP9 WebM). The prompt and the "
@@ -72,28 +94,86 @@ class CogVideoXSaveVideo:
                     {
                         "default": 19,
                         "min": 0,
-                        "max": 51,
-                        "tooltip": "Quality: lower is better and larger (h264: 17-23 typical).",
+                        "max": 63,
+                        "tooltip": "Quality: lower is better and larger. h264: 0-51 (17-23 typical; 0, lossless, "
+                        "is written as 1 so browsers can play it); VP9: 0-63 (24-35 typical).",
+                    },
+                ),
+            },
+            "optional": {
+                "frames_per_video": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": fr.MAX_FRAMES,
+                        "tooltip": "0: one file per video of the batch as CogVideoX VAE Decode made it (frames "
+                        "from other nodes are one video). N > 0: cut the frames into videos of N frames each.",
                     },
                 ),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
-    def execute(self, images, fps, filename_prefix, format, crf, prompt=None, extra_pnginfo=None):
-        output_dir = folder_paths.get_output_directory()
-        prefix = safe_prefix(self.DISPLAY_NAME, filename_prefix, output_dir)
-        folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
-            prefix, output_dir, images.shape[2], images.shape[1]
+    CUSTOM_CHECKED = ("crf", "filename_prefix")
+
+    @classmethod
+    def input_problems(cls, values: dict) -> list[str]:
+        problems = super().input_problems(values)
+        if values.get("crf") is not None and values.get("format") in FORMATS:
+            problems += crf_problems(values["format"], values["crf"])
+        if values.get("filename_prefix") is not None:
+            problems += prefix_problems(values["filename_prefix"])
+        return problems
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, fps, filename_prefix, format, crf, frames_per_video=0):
+        return cls.validation_answer(
+            fps=fps, filename_prefix=filename_prefix, format=format, crf=crf, frames_per_video=frames_per_video
         )
-        os.makedirs(folder, exist_ok=True)
-        name = f"{filename}_{counter:05}_.{FORMATS[format].extension}"
+
+    def execute(
+        self, images, fps, filename_prefix, format, crf, frames_per_video=0, prompt=None, extra_pnginfo=None
+    ):
+        node = self.DISPLAY_NAME
+        self.check_inputs(
+            fps=fps, filename_prefix=filename_prefix, format=format, crf=crf, frames_per_video=frames_per_video
+        )
+        if frames_per_video and images.shape[0] % frames_per_video:
+            raise CogVideoXNodeError(
+                node,
+                f"frames_per_video={frames_per_video} does not divide the {images.shape[0]} frames; use a divisor "
+                f"of {images.shape[0]}, or 0 for the videos as CogVideoX VAE Decode made them",
+            )
+        videos = fr.split_videos(images, frames_per_video)
+        output_dir = folder_paths.get_output_directory()
+        prefix = safe_prefix(node, filename_prefix, output_dir)
         metadata = {}
         if prompt is not None:
             metadata["prompt"] = prompt
         for key, value in (extra_pnginfo or {}).items():
             metadata[key] = value
-        path = write_video(os.path.join(folder, name), images, fps, format=format, crf=crf, metadata=metadata)
-        ui = {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": (True,)}
-        result = (VideoFromFile(path),) if VideoFromFile is not None else ()
+        saved, paths = [], []
+        for video in videos:  # one file per video of the batch, each with its own counter
+            try:
+                folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
+                    prefix, output_dir, images.shape[2], images.shape[1]
+                )
+                name = f"{filename}_{counter:05}_.{FORMATS[format].extension}"
+                os.makedirs(folder, exist_ok=True)
+                paths.append(write_video(os.path.join(folder, name), video, fps, format=format, crf=crf,
+                                         metadata=metadata))
+            except OSError as e:
+                raise CogVideoXNodeError(
+                    node,
+                    f"cannot write under filename_prefix {prefix!r} in the output folder ({e.strerror or e}); "
+                    "shorten filename_prefix (at most 200 characters per folder or name) and make sure no file "
+                    "has the name of one of its folders",
+                ) from e
+            saved.append({"filename": name, "subfolder": subfolder, "type": "output"})
+        if len(videos) > 1:
+            log.info("%s: wrote %d videos of %d frames", node, len(videos), videos[0].shape[0])
+        ui = {"images": saved, "animated": (True,)}
+        # VIDEO is one video: the first of the batch (core video nodes take one)
+        result = (VideoFromFile(paths[0]),) if VideoFromFile is not None else ()
         return {"ui": ui, "result": result}

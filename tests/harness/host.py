@@ -90,7 +90,9 @@ class ComfyClient:
         payload: dict[str, Any] = {"prompt": dict(prompt_api), "client_id": self.client_id}
         if extra_data:
             payload["extra_data"] = dict(extra_data)
-        resp = self.session.post(self._url("/prompt"), json=payload, timeout=self.timeout)
+        # json.dumps, not requests' json=: a NaN value (allowed by ComfyUI's parser) must reach the host
+        resp = self.session.post(self._url("/prompt"), data=json.dumps(payload), timeout=self.timeout,
+                                 headers={"Content-Type": "application/json"})
         if resp.status_code == 400:
             try:
                 body = resp.json()

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.host
 
 PROMPTS = 20
 STEPS = 4
+BATCH_PROMPTS = 4  # batch_size 2 each: 8 videos
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +57,28 @@ def test_twenty_prompts_back_to_back(comfy_client, comfy_host, baseline):
     assert after <= baseline * 1.10, (
         f"RSS {after / mib:.0f} MiB after /free vs baseline {baseline / mib:.0f} MiB (peak {peak / mib:.0f} MiB)"
     )
+
+
+def test_batch_of_two_prompts_back_to_back(comfy_client, comfy_host, baseline):
+    """batch_size 2: every prompt saves two videos (one file each), all distinct; memory comes back."""
+    prompt_ids = [
+        comfy_client.queue(t2v_graph(steps=STEPS, seed=2000 + i, batch_size=2, prefix=f"load/batch{i:02d}"))
+        for i in range(BATCH_PROMPTS)
+    ]
+    digests = set()
+    for i, prompt_id in enumerate(prompt_ids):
+        entry = comfy_client.wait(prompt_id, timeout=600)
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        records = [r for r in output_files(entry) if r["filename"].endswith(".mp4")]
+        assert [r["filename"] for r in records] == [f"batch{i:02d}_00001_.mp4", f"batch{i:02d}_00002_.mp4"]
+        for record in records:
+            data = comfy_client.view(record["filename"], record["subfolder"], record["type"])
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / record["filename"]
+                path.write_bytes(data)
+                frames, info = read_video(str(path))
+            assert (info.frames, info.width, info.height) == (rm.FRAMES, rm.SIZE, rm.SIZE), info
+            digests.add(hashlib.sha256(frames.numpy().tobytes()).hexdigest())
+    assert len(digests) == 2 * BATCH_PROMPTS, "videos of a batch or of different seeds are identical"
+    after = free_and_settle(comfy_client, comfy_host)
+    assert after <= baseline * 1.10, f"RSS {after / 2**20:.0f} MiB after /free vs baseline {baseline / 2**20:.0f} MiB"
