@@ -201,13 +201,36 @@ def detect_variant(keys) -> Variant:
 
 
 def unet_config_from_weights(shapes: Mapping[str, tuple[int, ...]], base: UNetConfig) -> UNetConfig:
-    """``base`` with the sizes read from weight shapes: channels in/out, model width, context width.
+    """``base`` (the variant's switches) with every size read from the weight shapes.
 
-    The level layout (``channel_mult``, ``num_res_blocks``, attention levels) is the variant's.
+    Widths (``model_channels``, ``channel_mult``, in/out channels, ``context_dim``), the level
+    layout (``num_res_blocks``, ``attention_resolutions``), ``num_head_channels`` (``init_attn``
+    has 8 heads of it) and, with relative positions, ``temporal_length`` (tables of ``2 L + 1``).
     """
     model_channels, in_channels = shapes["input_blocks.0.0.weight"][:2]
-    out_channels = shapes["out.2.weight"][0]
-    context_dim = next(v[1] for k, v in shapes.items() if k.endswith("attn2.to_k.weight"))
-    return base.replace(
-        in_channels=in_channels, out_channels=out_channels, model_channels=model_channels, context_dim=context_dim
+    blocks = sorted({int(k.split(".")[1]) for k in shapes if k.startswith("input_blocks.")})
+    downsamples = [i for i in blocks if f"input_blocks.{i}.0.op.weight" in shapes]
+    levels = len(downsamples) + 1
+    num_res_blocks = (len(blocks) - 1 - len(downsamples)) // levels
+    mult, attention = [], []
+    for level in range(levels):
+        first = 1 + level * (num_res_blocks + 1)
+        mult.append(shapes[f"input_blocks.{first}.0.in_layers.2.weight"][0] // model_channels)
+        if f"input_blocks.{first}.1.proj_in.weight" in shapes:
+            attention.append(2**level)
+    changes: dict[str, Any] = dict(
+        in_channels=in_channels,
+        out_channels=shapes["out.2.weight"][0],
+        model_channels=model_channels,
+        channel_mult=tuple(mult),
+        num_res_blocks=num_res_blocks,
+        attention_resolutions=tuple(sorted(attention, reverse=True)),
+        context_dim=shapes["middle_block.1.transformer_blocks.0.attn2.to_k.weight"][1],  # the spatial one
     )
+    init_proj = shapes.get("init_attn.0.proj_in.weight")
+    if init_proj is not None:
+        changes["num_head_channels"] = init_proj[0] // base.init_attn_heads
+    table = next((v for k, v in shapes.items() if k.endswith("relative_position_k.embeddings_table")), None)
+    if table is not None:
+        changes["temporal_length"] = (table[0] - 1) // 2
+    return base.replace(**changes)

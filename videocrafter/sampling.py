@@ -17,9 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from cogvideox.guidance import combine
-from cogvideox.samplers import NoiseSampler, randn_noise
-
+from ._shared import NoiseSampler, combine, randn_noise
 from .schedule import DDIMSchedule
 
 NoisePredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, timesteps [B]) -> eps

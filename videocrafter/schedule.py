@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cogvideox.schedules import scaled_linear_betas
-
+from ._shared import scaled_linear_betas
 from .configs import ScheduleConfig
 
 
@@ -41,10 +40,21 @@ def scale_table(config: ScheduleConfig) -> torch.Tensor:
 
 
 def ddim_timesteps(config: ScheduleConfig, steps: int) -> torch.Tensor:
-    """The reference's "uniform" DDIM steps, ascending: ``0, c, 2c, ... (+1)`` with ``c = T // steps``."""
+    """The reference's "uniform" DDIM steps, ascending: ``0, c, 2c, ... (+1)`` with ``c = T // steps``.
+
+    There are ``ceil(T / c)`` of them, which is more than ``steps`` when ``c`` does not divide ``T``
+    (7 steps run 8), as in the reference.
+    """
     if not 1 <= steps <= config.timesteps:
         raise ValueError(f"steps must be in [1, {config.timesteps}], got {steps}")
-    return torch.arange(0, config.timesteps, config.timesteps // steps, dtype=torch.int64) + 1
+    ts = torch.arange(0, config.timesteps, config.timesteps // steps, dtype=torch.int64) + 1
+    if int(ts[-1]) >= config.timesteps:  # the reference indexes past its table here (IndexError)
+        raise ValueError(
+            f"{steps} steps: the reference's uniform DDIM steps ({config.timesteps} // {steps} = "
+            f"{config.timesteps // steps} apart, plus one) reach t={int(ts[-1])}, past its {config.timesteps}-entry "
+            f"schedule; use {steps - 1} or {steps + 1} steps"
+        )
+    return ts
 
 
 @dataclass(frozen=True)

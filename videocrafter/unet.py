@@ -16,8 +16,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from cogvideox.embeddings import timestep_features
-
+from ._shared import timestep_features
 from .attention import SpatialTransformer, TemporalTransformer
 from .blocks import Downsample, ResBlock, Upsample, group_norm_fp32
 from .configs import UNetConfig

@@ -23,7 +23,7 @@ from tools.make_videocrafter_fixtures import (
     unet_key_list,
 )
 from videocrafter import schedule as vc_schedule
-from videocrafter.configs import VARIANTS, detect_variant
+from videocrafter.configs import VARIANTS, detect_variant, unet_config_from_weights
 from videocrafter.resampler import Resampler
 from videocrafter.sampling import guided_predictor, sample_ddim
 from videocrafter.unet import VideoCrafterUNet
@@ -132,3 +132,27 @@ def test_resampler_matches_reference():
     assert _max_err(out, t["resampler_out"]) < 1e-5
     assert _max_err(uncond, t["uncond_resampler_out"]) < 1e-5
     assert _max_err(out, uncond) > 1e-2
+
+
+@pytest.mark.parametrize("name", VARIANT_NAMES)
+def test_sizes_read_from_weights(name):
+    tiny = tiny_unet_config(name)
+    state = VideoCrafterUNet(tiny).state_dict()
+    shapes = {k: tuple(state[k].shape) for k in sorted(state)}  # a file's order, not the module's
+    read = unet_config_from_weights(shapes, VARIANTS[name].unet)
+    assert set(read.attention_resolutions) == set(tiny.attention_resolutions)
+    if not tiny.use_relative_position:  # only relative-position tables use (and reveal) temporal_length
+        read = read.replace(temporal_length=tiny.temporal_length)
+    assert read.replace(attention_resolutions=tiny.attention_resolutions) == tiny
+    with torch.device("meta"):  # the released sizes, without allocating 1.4B parameters
+        released = {k: tuple(v.shape) for k, v in VideoCrafterUNet(VARIANTS[name].unet).state_dict().items()}
+    assert unet_config_from_weights(released, VARIANTS[name].unet) == VARIANTS[name].unet
+
+
+def test_ddim_step_counts_like_the_reference():
+    config = VARIANTS["t2v-512-v2.0"].schedule
+    assert vc_schedule.ddim_timesteps(config, 50).tolist() == list(range(1, 1000, 20))
+    assert len(vc_schedule.ddim_timesteps(config, 7)) == 8  # 1000 // 7 = 142 apart: 0..994
+    for steps in (3, 9, 27):  # 1000 // steps divides 999: the reference would index t = 1000
+        with pytest.raises(ValueError, match="past its 1000-entry"):
+            vc_schedule.ddim_timesteps(config, steps)
