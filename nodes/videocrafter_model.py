@@ -74,7 +74,7 @@ class CoreVideoCrafterUNet(VideoCrafterUNet):
     """The library U-Net with core's call signature and frames-as-batch tensors."""
 
     def __init__(self, vc_config: UNetConfig, dtype=None, device=None, operations=None, **_ignored):
-        super().__init__(vc_config, ops=operations if operations is not None else torch.nn)
+        super().__init__(vc_config, operations=operations if operations is not None else torch.nn)
         self.dtype = dtype or torch.float32
         self.to(device=device, dtype=self.dtype)
 

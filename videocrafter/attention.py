@@ -8,7 +8,7 @@
 - ``SpatialTransformer`` over ``[(B T), C, H, W]`` and ``TemporalTransformer`` over
   ``[B, C, T, H, W]`` (attention along T for every pixel).
 
-Layers are built from ``ops`` (``torch.nn`` by default; ComfyUI passes ``comfy.ops`` classes).
+Layers are built from ``operations`` (``torch.nn`` by default; ComfyUI passes ``comfy.ops`` classes).
 """
 
 from __future__ import annotations
@@ -48,23 +48,23 @@ class CrossAttention(nn.Module):
         temporal_length: int | None = None,
         img_cross_attention: bool = False,
         text_context_len: int = 77,
-        ops=nn,
+        operations=nn,
     ):
         super().__init__()
         inner = heads * dim_head
         context_dim = context_dim or query_dim
         self.heads, self.dim_head = heads, dim_head
         self.scale = dim_head**-0.5
-        self.to_q = ops.Linear(query_dim, inner, bias=False)
-        self.to_k = ops.Linear(context_dim, inner, bias=False)
-        self.to_v = ops.Linear(context_dim, inner, bias=False)
-        self.to_out = nn.Sequential(ops.Linear(inner, query_dim), nn.Dropout(dropout))
+        self.to_q = operations.Linear(query_dim, inner, bias=False)
+        self.to_k = operations.Linear(context_dim, inner, bias=False)
+        self.to_v = operations.Linear(context_dim, inner, bias=False)
+        self.to_out = nn.Sequential(operations.Linear(inner, query_dim), nn.Dropout(dropout))
         self.img_cross_attention = img_cross_attention
         self.text_context_len = text_context_len
         self.image_cross_attention_scale = 1.0
         if img_cross_attention:
-            self.to_k_ip = ops.Linear(context_dim, inner, bias=False)
-            self.to_v_ip = ops.Linear(context_dim, inner, bias=False)
+            self.to_k_ip = operations.Linear(context_dim, inner, bias=False)
+            self.to_v_ip = operations.Linear(context_dim, inner, bias=False)
         self.relative_position = relative_position
         if relative_position:
             if temporal_length is None:
@@ -104,9 +104,9 @@ class CrossAttention(nn.Module):
 
 
 class GEGLU(nn.Module):
-    def __init__(self, dim_in: int, dim_out: int, ops=nn):
+    def __init__(self, dim_in: int, dim_out: int, operations=nn):
         super().__init__()
-        self.proj = ops.Linear(dim_in, 2 * dim_out)
+        self.proj = operations.Linear(dim_in, 2 * dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, gate = self.proj(x).chunk(2, dim=-1)
@@ -116,10 +116,12 @@ class GEGLU(nn.Module):
 class FeedForward(nn.Module):
     """GEGLU feed-forward, 4x wide (``net.0.proj``, ``net.2``)."""
 
-    def __init__(self, dim: int, mult: int = 4, dropout: float = 0.0, ops=nn):
+    def __init__(self, dim: int, mult: int = 4, dropout: float = 0.0, operations=nn):
         super().__init__()
         inner = dim * mult
-        self.net = nn.Sequential(GEGLU(dim, inner, ops=ops), nn.Dropout(dropout), ops.Linear(inner, dim))
+        self.net = nn.Sequential(
+            GEGLU(dim, inner, operations=operations), nn.Dropout(dropout), operations.Linear(inner, dim)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -142,12 +144,12 @@ class BasicTransformerBlock(nn.Module):
         text_context_len: int = 77,
         relative_position: bool = False,
         temporal_length: int | None = None,
-        ops=nn,
+        operations=nn,
     ):
         super().__init__()
         rel = dict(relative_position=relative_position, temporal_length=temporal_length)
-        self.attn1 = CrossAttention(dim, None, heads, dim_head, dropout, ops=ops, **rel)
-        self.ff = FeedForward(dim, dropout=dropout, ops=ops)
+        self.attn1 = CrossAttention(dim, None, heads, dim_head, dropout, operations=operations, **rel)
+        self.ff = FeedForward(dim, dropout=dropout, operations=operations)
         self.attn2 = CrossAttention(
             dim,
             context_dim,
@@ -156,12 +158,12 @@ class BasicTransformerBlock(nn.Module):
             dropout,
             img_cross_attention=img_cross_attention,
             text_context_len=text_context_len,
-            ops=ops,
+            operations=operations,
             **rel,
         )
-        self.norm1 = ops.LayerNorm(dim)
-        self.norm2 = ops.LayerNorm(dim)
-        self.norm3 = ops.LayerNorm(dim)
+        self.norm1 = operations.LayerNorm(dim)
+        self.norm2 = operations.LayerNorm(dim)
+        self.norm3 = operations.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         x = self.attn1(self.norm1(x)) + x
@@ -184,13 +186,13 @@ class SpatialTransformer(nn.Module):
         text_context_len: int = 77,
         num_groups: int = 32,
         dropout: float = 0.0,
-        ops=nn,
+        operations=nn,
     ):
         super().__init__()
         inner = heads * dim_head
         self.use_linear = use_linear
-        self.norm = ops.GroupNorm(num_groups, channels, eps=1e-6, affine=True)
-        self.proj_in = ops.Linear(channels, inner) if use_linear else ops.Conv2d(channels, inner, 1)
+        self.norm = operations.GroupNorm(num_groups, channels, eps=1e-6, affine=True)
+        self.proj_in = operations.Linear(channels, inner) if use_linear else operations.Conv2d(channels, inner, 1)
         self.transformer_blocks = nn.ModuleList(
             BasicTransformerBlock(
                 inner,
@@ -200,11 +202,11 @@ class SpatialTransformer(nn.Module):
                 dropout,
                 img_cross_attention=img_cross_attention,
                 text_context_len=text_context_len,
-                ops=ops,
+                operations=operations,
             )
             for _ in range(depth)
         )
-        self.proj_out = ops.Linear(inner, channels) if use_linear else ops.Conv2d(inner, channels, 1)
+        self.proj_out = operations.Linear(inner, channels) if use_linear else operations.Conv2d(inner, channels, 1)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         _, _, h, w = x.shape
@@ -242,13 +244,13 @@ class TemporalTransformer(nn.Module):
         temporal_length: int | None = None,
         num_groups: int = 32,
         dropout: float = 0.0,
-        ops=nn,
+        operations=nn,
     ):
         super().__init__()
         inner = heads * dim_head
         self.use_linear = use_linear
-        self.norm = ops.GroupNorm(num_groups, channels, eps=1e-6, affine=True)
-        self.proj_in = ops.Linear(channels, inner) if use_linear else ops.Conv1d(channels, inner, 1)
+        self.norm = operations.GroupNorm(num_groups, channels, eps=1e-6, affine=True)
+        self.proj_in = operations.Linear(channels, inner) if use_linear else operations.Conv1d(channels, inner, 1)
         self.transformer_blocks = nn.ModuleList(
             BasicTransformerBlock(
                 inner,
@@ -258,11 +260,11 @@ class TemporalTransformer(nn.Module):
                 dropout,
                 relative_position=relative_position,
                 temporal_length=temporal_length,
-                ops=ops,
+                operations=operations,
             )
             for _ in range(depth)
         )
-        self.proj_out = ops.Linear(inner, channels) if use_linear else ops.Conv1d(inner, channels, 1)
+        self.proj_out = operations.Linear(inner, channels) if use_linear else operations.Conv1d(inner, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, _, h, w = x.shape

@@ -23,14 +23,14 @@ def group_norm_fp32(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
 class TemporalConvBlock(nn.Module):
     """Four (GroupNorm, SiLU, Conv3d (3,1,1)) stages along time with a residual (from ModelScope)."""
 
-    def __init__(self, channels: int, dropout: float = 0.0, num_groups: int = 32, ops=nn):
+    def __init__(self, channels: int, dropout: float = 0.0, num_groups: int = 32, operations=nn):
         super().__init__()
 
         def stage(with_dropout: bool) -> nn.Sequential:
-            layers = [ops.GroupNorm(num_groups, channels), nn.SiLU()]
+            layers = [operations.GroupNorm(num_groups, channels), nn.SiLU()]
             if with_dropout:
                 layers.append(nn.Dropout(dropout))
-            layers.append(ops.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0)))
+            layers.append(operations.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0)))
             return nn.Sequential(*layers)
 
         self.conv1 = stage(False)
@@ -54,24 +54,30 @@ class ResBlock(nn.Module):
         temporal_conv: bool = False,
         num_groups: int = 32,
         dropout: float = 0.0,
-        ops=nn,
+        operations=nn,
     ):
         super().__init__()
         out_channels = out_channels or channels
         self.in_layers = nn.Sequential(
-            ops.GroupNorm(num_groups, channels), nn.SiLU(), ops.Conv2d(channels, out_channels, 3, padding=1)
+            operations.GroupNorm(num_groups, channels),
+            nn.SiLU(),
+            operations.Conv2d(channels, out_channels, 3, padding=1),
         )
-        self.emb_layers = nn.Sequential(nn.SiLU(), ops.Linear(emb_channels, out_channels))
+        self.emb_layers = nn.Sequential(nn.SiLU(), operations.Linear(emb_channels, out_channels))
         self.out_layers = nn.Sequential(
-            ops.GroupNorm(num_groups, out_channels),
+            operations.GroupNorm(num_groups, out_channels),
             nn.SiLU(),
             nn.Dropout(dropout),
-            ops.Conv2d(out_channels, out_channels, 3, padding=1),
+            operations.Conv2d(out_channels, out_channels, 3, padding=1),
         )
-        self.skip_connection = nn.Identity() if out_channels == channels else ops.Conv2d(channels, out_channels, 1)
+        self.skip_connection = (
+            nn.Identity() if out_channels == channels else operations.Conv2d(channels, out_channels, 1)
+        )
         self.temporal_conv = temporal_conv
         if temporal_conv:
-            self.temopral_conv = TemporalConvBlock(out_channels, dropout=0.1, num_groups=num_groups, ops=ops)
+            self.temopral_conv = TemporalConvBlock(
+                out_channels, dropout=0.1, num_groups=num_groups, operations=operations
+            )
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, batch: int) -> torch.Tensor:
         """x ``[(B T), C, H, W]``, emb ``[(B T), E]``."""
@@ -89,9 +95,9 @@ class ResBlock(nn.Module):
 class Downsample(nn.Module):
     """Strided 3x3 convolution (``op``)."""
 
-    def __init__(self, channels: int, ops=nn):
+    def __init__(self, channels: int, operations=nn):
         super().__init__()
-        self.op = ops.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.op = operations.Conv2d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
@@ -100,9 +106,9 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     """Nearest 2x, then a 3x3 convolution (``conv``)."""
 
-    def __init__(self, channels: int, ops=nn):
+    def __init__(self, channels: int, operations=nn):
         super().__init__()
-        self.conv = ops.Conv2d(channels, channels, 3, padding=1)
+        self.conv = operations.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))

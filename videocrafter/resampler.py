@@ -18,15 +18,15 @@ from .configs import ResamplerConfig
 
 
 class PerceiverAttention(nn.Module):
-    def __init__(self, dim: int, dim_head: int, heads: int, ops=nn):
+    def __init__(self, dim: int, dim_head: int, heads: int, operations=nn):
         super().__init__()
         inner = dim_head * heads
         self.dim_head, self.heads = dim_head, heads
-        self.norm1 = ops.LayerNorm(dim)
-        self.norm2 = ops.LayerNorm(dim)
-        self.to_q = ops.Linear(dim, inner, bias=False)
-        self.to_kv = ops.Linear(dim, 2 * inner, bias=False)
-        self.to_out = ops.Linear(inner, dim, bias=False)
+        self.norm1 = operations.LayerNorm(dim)
+        self.norm2 = operations.LayerNorm(dim)
+        self.to_q = operations.Linear(dim, inner, bias=False)
+        self.to_kv = operations.Linear(dim, 2 * inner, bias=False)
+        self.to_out = operations.Linear(inner, dim, bias=False)
 
     def forward(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """x ``[B, N, dim]`` image features, latents ``[B, Q, dim]`` -> ``[B, Q, dim]``."""
@@ -40,23 +40,29 @@ class PerceiverAttention(nn.Module):
         return self.to_out(rearrange(weight @ v, "b h q d -> b q (h d)"))
 
 
-def _feed_forward(dim: int, mult: int, ops) -> nn.Sequential:
+def _feed_forward(dim: int, mult: int, operations) -> nn.Sequential:
     return nn.Sequential(
-        ops.LayerNorm(dim), ops.Linear(dim, dim * mult, bias=False), nn.GELU(), ops.Linear(dim * mult, dim, bias=False)
+        operations.LayerNorm(dim),
+        operations.Linear(dim, dim * mult, bias=False),
+        nn.GELU(),
+        operations.Linear(dim * mult, dim, bias=False),
     )
 
 
 class Resampler(nn.Module):
-    def __init__(self, config: ResamplerConfig, ops=nn):
+    def __init__(self, config: ResamplerConfig, operations=nn):
         super().__init__()
         c = self.config = config
         self.latents = nn.Parameter(torch.randn(1, c.num_queries, c.dim) / c.dim**0.5)
-        self.proj_in = ops.Linear(c.embedding_dim, c.dim)
-        self.proj_out = ops.Linear(c.dim, c.output_dim)
-        self.norm_out = ops.LayerNorm(c.output_dim)
+        self.proj_in = operations.Linear(c.embedding_dim, c.dim)
+        self.proj_out = operations.Linear(c.dim, c.output_dim)
+        self.norm_out = operations.LayerNorm(c.output_dim)
         self.layers = nn.ModuleList(
             nn.ModuleList(
-                [PerceiverAttention(c.dim, c.dim_head, c.heads, ops=ops), _feed_forward(c.dim, c.ff_mult, ops)]
+                [
+                    PerceiverAttention(c.dim, c.dim_head, c.heads, operations=operations),
+                    _feed_forward(c.dim, c.ff_mult, operations),
+                ]
             )
             for _ in range(c.depth)
         )

@@ -39,16 +39,16 @@ class Stack(nn.ModuleList):
         return x
 
 
-def _embedding_mlp(channels: int, dim: int, ops) -> nn.Sequential:
-    return nn.Sequential(ops.Linear(channels, dim), nn.SiLU(), ops.Linear(dim, dim))
+def _embedding_mlp(channels: int, dim: int, operations) -> nn.Sequential:
+    return nn.Sequential(operations.Linear(channels, dim), nn.SiLU(), operations.Linear(dim, dim))
 
 
 class VideoCrafterUNet(nn.Module):
-    def __init__(self, config: UNetConfig, ops=nn):
+    def __init__(self, config: UNetConfig, operations=nn):
         super().__init__()
         self.config = c = config
         emb_dim = c.time_embed_dim
-        common = dict(num_groups=c.num_groups, dropout=c.dropout, ops=ops)
+        common = dict(num_groups=c.num_groups, dropout=c.dropout, operations=operations)
 
         def res(ch_in: int, ch_out: int | None = None) -> ResBlock:
             return ResBlock(ch_in, emb_dim, ch_out, temporal_conv=c.temporal_conv, **common)
@@ -72,11 +72,11 @@ class VideoCrafterUNet(nn.Module):
                 layers.append(self._temporal(ch, heads, c.temporal_transformer_depth, c.use_linear, common))
             return layers
 
-        self.time_embed = _embedding_mlp(c.model_channels, emb_dim, ops)
+        self.time_embed = _embedding_mlp(c.model_channels, emb_dim, operations)
         if c.fps_cond:
-            self.fps_embedding = _embedding_mlp(c.model_channels, emb_dim, ops)
+            self.fps_embedding = _embedding_mlp(c.model_channels, emb_dim, operations)
 
-        self.input_blocks = nn.ModuleList([Stack([ops.Conv2d(c.in_channels, c.model_channels, 3, padding=1)])])
+        self.input_blocks = nn.ModuleList([Stack([operations.Conv2d(c.in_channels, c.model_channels, 3, padding=1)])])
         if c.addition_attention:
             # the reference passes neither use_linear nor temporal_transformer_depth here
             self.init_attn = Stack(
@@ -93,7 +93,7 @@ class VideoCrafterUNet(nn.Module):
                 self.input_blocks.append(Stack(layers))
                 skips.append(ch)
             if level != len(c.channel_mult) - 1:
-                self.input_blocks.append(Stack([Downsample(ch, ops=ops)]))
+                self.input_blocks.append(Stack([Downsample(ch, operations=operations)]))
                 skips.append(ch)
                 ds *= 2
 
@@ -107,12 +107,14 @@ class VideoCrafterUNet(nn.Module):
                 if ds in c.attention_resolutions:
                     layers += attention(ch)
                 if level and i == c.num_res_blocks:
-                    layers.append(Upsample(ch, ops=ops))
+                    layers.append(Upsample(ch, operations=operations))
                     ds //= 2
                 self.output_blocks.append(Stack(layers))
 
         self.out = nn.Sequential(
-            ops.GroupNorm(c.num_groups, ch), nn.SiLU(), ops.Conv2d(c.model_channels, c.out_channels, 3, padding=1)
+            operations.GroupNorm(c.num_groups, ch),
+            nn.SiLU(),
+            operations.Conv2d(c.model_channels, c.out_channels, 3, padding=1),
         )
 
     def _temporal(self, ch: int, heads: int, depth: int, use_linear: bool, common: dict) -> TemporalTransformer:
