@@ -282,11 +282,12 @@ class VideoCrafterSampler:
             base._check_context(uncond, node)
         fps = int(extra.get("fps", base.variant.fps))
         mm.load_models_gpu([model])
-        device, dtype = model.load_device, base.get_dtype()
+        device = model.load_device
+        dtype = base.manual_cast_dtype or base.get_dtype()  # the compute dtype
         unet = base.diffusion_model
 
         def network(x, t, context, fps_value):
-            return VideoCrafterUNet.forward(unet, x.to(dtype), t, context.to(device, dtype), fps=fps_value)
+            return VideoCrafterUNet.forward(unet, x.to(dtype), t, context, fps=fps_value, dtype=dtype)
 
         try:
             schedule = make_ddim_schedule(base.variant.schedule, steps, eta)

@@ -94,9 +94,12 @@ def load_model(
     variant = detect_variant(unet_sd)
     unet_config = unet_config_from_weights({k: tuple(v.shape) for k, v in unet_sd.items()}, variant.unet)
     load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
+    supported = VideoCrafterModelConfig.supported_inference_dtypes
     if dtype is None:
-        dtype = mm.unet_dtype(model_params=sum(v.numel() for v in unet_sd.values()))
-    model = VideoCrafterBaseModel(VideoCrafterModelConfig(variant, unet_config, dtype), device=offload_device)
+        dtype = mm.unet_dtype(model_params=sum(v.numel() for v in unet_sd.values()), supported_dtypes=supported)
+    config = VideoCrafterModelConfig(variant, unet_config, dtype)
+    config.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, load_device, supported))
+    model = VideoCrafterBaseModel(config, device=offload_device)
     missing, unexpected = model.diffusion_model.load_state_dict(unet_sd, strict=False)
     if missing or unexpected:
         raise CogVideoXNodeError(

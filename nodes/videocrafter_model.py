@@ -86,7 +86,7 @@ class CoreVideoCrafterUNet(VideoCrafterUNet):
         if torch.is_tensor(fps) and fps.numel() > 1:
             fps = fps.reshape(-1)[::frames]
         video = rearrange(x, "(b t) c h w -> b c t h w", t=frames)
-        out = super().forward(video, timesteps[::frames], context[::frames], fps=fps)
+        out = super().forward(video, timesteps[::frames], context[::frames], fps=fps, dtype=x.dtype)
         return rearrange(out, "b c t h w -> (b t) c h w")
 
 

@@ -78,8 +78,8 @@ class CrossAttention(nn.Module):
     def _relative_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention with relative-position terms on the logits and on the output (q, k, v ``[B, h, N, d]``)."""
         n_q, n_k = q.shape[2], k.shape[2]
-        rel_k = self.relative_position_k(n_q, n_k).to(q.dtype)  # [Nq, Nk, d]
-        rel_v = self.relative_position_v(n_q, n_k).to(q.dtype)  # [Nq, Nk, d]
+        rel_k = self.relative_position_k(n_q, n_k).to(q.device, q.dtype)  # [Nq, Nk, d]
+        rel_v = self.relative_position_v(n_q, n_k).to(q.device, q.dtype)  # [Nq, Nk, d]
         logits = torch.einsum("bhid,bhjd->bhij", q, k) + torch.einsum("bhid,ijd->bhij", q, rel_k)
         probs = (logits * self.scale).softmax(dim=-1)  # [B, h, Nq, Nk]
         return torch.einsum("bhij,bhjd->bhid", probs, v) + torch.einsum("bhij,ijd->bhid", probs, rel_v)

@@ -130,15 +130,16 @@ class VideoCrafterUNet(nn.Module):
             **common,
         )
 
-    def embed(self, timesteps: torch.Tensor, fps: torch.Tensor | int | None) -> torch.Tensor:
-        """``[B]`` timesteps (and frame rates) -> ``[B, 4 * model_channels]``."""
-        emb = self.time_embed(timestep_features(timesteps, self.config.model_channels).to(self.time_embed[0].weight))
+    def embed(self, timesteps: torch.Tensor, fps: torch.Tensor | int | None, dtype: torch.dtype) -> torch.Tensor:
+        """``[B]`` timesteps (and frame rates) -> ``[B, 4 * model_channels]`` on the timesteps' device."""
+        feats = timestep_features(timesteps, self.config.model_channels).to(dtype)
+        emb = self.time_embed(feats)
         if self.config.fps_cond:
             fps = 16 if fps is None else fps  # the reference default
             if not torch.is_tensor(fps):
                 fps = torch.full_like(timesteps, fps)
             fps_feats = timestep_features(fps.to(timesteps.device).reshape(-1), self.config.model_channels)
-            emb = emb + self.fps_embedding(fps_feats.to(emb))
+            emb = emb + self.fps_embedding(fps_feats.to(dtype))
         return emb
 
     def forward(
@@ -147,17 +148,22 @@ class VideoCrafterUNet(nn.Module):
         timesteps: torch.Tensor,
         context: torch.Tensor,
         fps: torch.Tensor | int | None = None,
+        dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         """Noise prediction for ``x [B, C, T, H, W]`` at ``timesteps [B]``.
 
         context ``[B, L, context_dim]``: 77 text tokens, then the image tokens for I2V models.
         fps: ``[B]`` or an int (frame rate the video should have; 16 when omitted, as the reference).
+        dtype: the compute dtype (default: the weights'); ComfyUI's manual casting passes its own.
+        Returns ``x``'s dtype.
         """
         b, _, t, _, _ = x.shape
-        emb = self.embed(timesteps.reshape(-1).expand(b), fps)
+        dtype = dtype or self.time_embed[0].weight.dtype
+        emb = self.embed(timesteps.to(x.device).reshape(-1).expand(b), fps, dtype)
         emb = emb.repeat_interleave(t, dim=0)  # [(B T), E]
         context = context.repeat_interleave(t, dim=0)  # [(B T), L, D]
-        h = rearrange(x, "b c t h w -> (b t) c h w").to(self.time_embed[0].weight.dtype)
+        h = rearrange(x, "b c t h w -> (b t) c h w").to(dtype)
+        context = context.to(x.device, dtype)
         skips = []
         for index, block in enumerate(self.input_blocks):
             h = block(h, emb, context, b)

@@ -156,3 +156,16 @@ def test_ddim_step_counts_like_the_reference():
     for steps in (3, 9, 27):  # 1000 // steps divides 999: the reference would index t = 1000
         with pytest.raises(ValueError, match="past its 1000-entry"):
             vc_schedule.ddim_timesteps(config, steps)
+
+
+def test_unet_runs_in_bfloat16():
+    """Weights and activations in bf16 (norms in float32): close to the float32 reference, same dtype out."""
+    name = "i2v-512-v1.0"
+    t, meta = _load(name)
+    unet = randomize(VideoCrafterUNet(tiny_unet_config(name)), int(meta["seed"])).eval().to(torch.bfloat16)
+    context = torch.cat([t["text"], t["unet_image_context"]], dim=1)
+    with torch.no_grad():
+        out = unet(t["x"].bfloat16(), t["t"], context, fps=t["fps"])
+    assert out.dtype == torch.bfloat16
+    expected = t["unet_out"]
+    assert _max_err(out, expected) < 0.05 * expected.abs().max().item()
