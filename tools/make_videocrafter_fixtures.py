@@ -87,25 +87,37 @@ def tiny_unet_config(name: str) -> UNetConfig:
     return VARIANTS[name].unet.replace(**TINY_UNET)
 
 
-def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Deterministic random values for every parameter, in sorted-name order.
+def random_value(name: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """One parameter's random value: matrices and kernels ``randn / sqrt(fan_in)``; 1-D weights
+    (norm gains) ``1 + 0.2 randn``; everything else (biases, scalars, 1-D embeddings) ``0.1 randn``."""
+    draw = torch.randn(shape, generator=generator, dtype=torch.float32)
+    if len(shape) >= 2:
+        fan_in = 1
+        for size in shape[1:]:
+            fan_in *= size
+        return draw / fan_in**0.5
+    if name.endswith("weight"):
+        return 1 + 0.2 * draw
+    return 0.1 * draw
 
-    Matrices and kernels ``randn / sqrt(fan_in)``; 1-D weights (norm gains) ``1 + 0.2 randn``;
-    biases ``0.1 randn``. Layers the reference zero-initialises get random values too.
-    """
+
+def random_tensors(shapes: dict[str, tuple[int, ...]], seed: int):
+    """``(name, value)`` for every name in sorted order, drawn from one seeded generator."""
     gen = torch.Generator().manual_seed(seed)
+    for name in sorted(shapes):
+        yield name, random_value(name, tuple(shapes[name]), gen)
+
+
+def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Deterministic random values for every parameter (``random_tensors`` over the parameter names).
+
+    Layers the reference zero-initialises get random values too; identical names and shapes give
+    identical weights, in any implementation.
+    """
+    params = dict(module.named_parameters())
     with torch.no_grad():
-        params = dict(module.named_parameters())
-        for name in sorted(params):
-            p = params[name]
-            draw = torch.randn(p.shape, generator=gen, dtype=torch.float32)
-            if p.ndim >= 2:
-                value = draw / (p[0].numel() ** 0.5)
-            elif name.endswith("weight"):
-                value = 1 + 0.2 * draw
-            else:
-                value = 0.1 * draw
-            p.copy_(value)
+        for name, value in random_tensors({k: tuple(v.shape) for k, v in params.items()}, seed):
+            params[name].copy_(value)
     return module
 
 
