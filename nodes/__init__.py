@@ -6,6 +6,13 @@ from .sampling import CogVideoXSampler
 from .text import CogVideoXTextEncode
 from .vae import CogVideoXVAEDecode, CogVideoXVAEEncode
 from .video import CogVideoXSaveVideo
+from .videocrafter import (
+    VideoCrafterCheckpointLoader,
+    VideoCrafterEmptyLatent,
+    VideoCrafterFPS,
+    VideoCrafterImageConditioning,
+    VideoCrafterSampler,
+)
 
 # Node ids, input names and widget order are a public contract: saved workflows must keep
 # loading. Deprecate, never rename.
@@ -21,6 +28,11 @@ _NODES = (
     CogVideoXVAEDecode,
     CogVideoXVAEEncode,
     CogVideoXSaveVideo,
+    VideoCrafterCheckpointLoader,
+    VideoCrafterImageConditioning,
+    VideoCrafterFPS,
+    VideoCrafterEmptyLatent,
+    VideoCrafterSampler,
 )
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in _NODES}
