@@ -229,13 +229,31 @@ def _count_indices(shapes: Mapping[str, Sequence[int]], prefix: str) -> int:
     return max(found) + 1 if found else 0
 
 
+FUN_INPAINT_CHANNELS = 17  # mask 1 + masked-video latent 16
+FUN_CONTROL_CHANNELS = 16  # control-video latent
+
+
 def _structural_variant(cfg: TransformerConfig) -> str:
-    """Name of the released variant with the same structure (positions, patching, channels, ofs)."""
+    """Name of the released variant with the same structure (positions, patching, channels, ofs).
+
+    The extra input channels tell the kind: +17 CogVideoX-Fun InP, +16 image-to-video (learned
+    positions or ofs) or CogVideoX-Fun Control (neither), none text-to-video.
+    """
+    size = "5b" if cfg.use_rotary_positional_embeddings else "2b"
+    extra = cfg.in_channels - (cfg.out_channels or 16)
     if cfg.patch_size_t is not None:
+        if extra == FUN_INPAINT_CHANNELS and not cfg.ofs_embed_dim:
+            return "fun-1.5-5b-inp"
         return "1.5-5b-i2v" if cfg.ofs_embed_dim or cfg.in_channels > 16 else "1.5-5b"
+    if extra == FUN_INPAINT_CHANNELS:
+        return f"fun-{size}-inp"
+    if extra == FUN_CONTROL_CHANNELS and not cfg.use_learned_positional_embeddings and not cfg.ofs_embed_dim:
+        # 32 channels: 5B-I2V has learned positions (a patch_embed.pos_embedding tensor), the Fun
+        # Control models rotary (5B) or sin-cos (2B) positions and no such tensor.
+        return f"fun-{size}-control"
     if cfg.use_learned_positional_embeddings or cfg.in_channels > 16:
         return "5b-i2v"
-    return "5b" if cfg.use_rotary_positional_embeddings else "2b"
+    return size
 
 
 def detect_transformer_config(shapes: Mapping[str, Sequence[int]]) -> TransformerConfig:
