@@ -106,13 +106,19 @@ def noise_augment_known(video: torch.Tensor, sigma: float, generator: torch.Gene
     """Gaussian noise of ``sigma`` on a masked video's pixels, none on the unknown (-1) ones.
 
     The InP reference does this before encoding when the model's config says
-    ``add_noise_in_inpaint_model``; one full-shape float32 draw.
+    ``add_noise_in_inpaint_model``. Draw: float32 ``normal_`` into a frame-major tensor
+    (``[B, F, 3, H, W]`` memory viewed as ``[B, 3, F, H, W]``), exactly what the reference's
+    ``randn_like`` does with its frame-major pixels (a strided fill, not ``randn``'s vectorised
+    one), so the same seed gives the reference's noise.
     """
     if sigma < 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}")
     if sigma == 0:
         return video
-    noise = _randn(tuple(video.shape), generator, video) * float(sigma)
+    b, c, f, h, w = video.shape
+    device = generator.device if generator is not None else video.device
+    noise = torch.empty((b, f, c, h, w), device=device, dtype=torch.float32).permute(0, 2, 1, 3, 4)
+    noise = noise.normal_(generator=generator).to(video.device) * float(sigma)  # [B, 3, F, H, W]
     noise = torch.where(video == -1, torch.zeros_like(noise), noise)
     return (video.float() + noise).to(video.dtype)
 
