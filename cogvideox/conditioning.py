@@ -80,8 +80,9 @@ def i2v_condition(image_latent_scaled: torch.Tensor, num_latent_frames: int) -> 
 # --------------------------------------------------------------------- CogVideoX-Fun
 # InP models take [noisy latent 16, mask 1, masked-video latent 16] on channels; Control models
 # [noisy latent 16, control-video latent 16]. Layouts follow VideoX-Fun's inpaint pipeline
-# (docs/cogvideox_fun.md): pixel masks are 1 where the video is unknown (to be generated),
-# the latent-grid mask is 1 where it is known.
+# (docs/cogvideox_fun.md). Masks, in pixels and on the latent grid, are 1 where the video is
+# unknown (to be generated), ComfyUI's convention for ``concat_mask``; the network's mask
+# channel is the reference's ``1 - mask`` (1 = known) times the scaling factor.
 
 
 def binarize_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -124,24 +125,25 @@ def noise_augment_known(video: torch.Tensor, sigma: float, generator: torch.Gene
 
 
 def inpaint_mask_latent(mask: torch.Tensor, latent_frames: int, height: int, width: int) -> torch.Tensor:
-    """The pixel mask ``[B, 1, F, H, W]`` (1 = unknown) on the latent grid ``[B, 1, T, h, w]``, 1 = known.
+    """The pixel mask ``[B, 1, F, H, W]`` on the latent grid ``[B, 1, T, h, w]``; both 1 = unknown.
 
-    Like the reference (``resize_mask(1 - mask, ...)``): the first pixel frame alone becomes latent
-    frame 0 and the other pixel frames are resized together to the other latent frames
-    (trilinear, ``align_corners=False``), matching the causal VAE's frame grouping.
+    Like the reference (``resize_mask(1 - mask, ...)``, its known-mask): the first pixel frame
+    alone becomes latent frame 0 and the other pixel frames are resized together to the other
+    latent frames (trilinear, ``align_corners=False``), matching the causal VAE's frame grouping.
+    Returned as ``1 -`` that known-mask, so ``fun_condition`` gives the reference's channel.
     """
     if mask.ndim != 5 or mask.shape[1] != 1:
         raise ValueError(f"expected a mask [B, 1, F, H, W], got shape {tuple(mask.shape)}")
     known = 1 - binarize_mask(mask)  # [B, 1, F, H, W]
     first = F.interpolate(known[:, :, :1], size=(1, height, width), mode="trilinear", align_corners=False)
     if latent_frames == 1:
-        return first
+        return 1 - first
     if known.shape[2] < 2:
         raise ValueError(f"a 1-frame mask cannot cover {latent_frames} latent frames")
     rest = F.interpolate(
         known[:, :, 1:], size=(latent_frames - 1, height, width), mode="trilinear", align_corners=False
     )
-    return torch.cat([first, rest], dim=2)  # [B, 1, T, h, w]
+    return 1 - torch.cat([first, rest], dim=2)  # [B, 1, T, h, w], 1 = unknown
 
 
 def start_end_video(
@@ -182,19 +184,21 @@ def fun_condition(
 ) -> torch.Tensor:
     """The channels a Fun model takes after the noisy latent, scaled like the reference.
 
-    InP: ``cat([mask * sf, latent * sf])`` (``mask`` ``[B, 1, T, h, w]`` 1 = known, ``latent`` the raw
-    masked-video latent); Control: ``latent * sf`` (the raw control-video latent).
+    InP: ``cat([(1 - mask) * sf, latent * sf])`` (``mask`` ``[B, 1, T, h, w]`` on the latent grid,
+    1 = unknown; ``latent`` the raw masked-video latent; text-to-video: mask ones, latent zeros);
+    Control: ``latent * sf`` (the raw control-video latent).
     """
     if variant_fun == "inpaint":
         if latent is None or mask is None:
             raise ValueError(
-                "a CogVideoX-Fun InP model needs a masked-video latent and a mask (zeros for text-to-video)"
+                "a CogVideoX-Fun InP model needs a masked-video latent and a mask (for text-to-video: "
+                "a zero latent and a mask of ones)"
             )
         if mask.shape[2:] != latent.shape[2:] or mask.shape[1] != 1:
             raise ValueError(
                 f"the inpaint mask {tuple(mask.shape)} does not fit the masked-video latent {tuple(latent.shape)}"
             )
-        return torch.cat([mask * scaling_factor, latent * scaling_factor], dim=1)  # [B, 17, T, h, w]
+        return torch.cat([(1 - mask) * scaling_factor, latent * scaling_factor], dim=1)  # [B, 17, T, h, w]
     if variant_fun == "control":
         if latent is None:
             raise ValueError("a CogVideoX-Fun Control model needs a control-video latent")

@@ -181,9 +181,10 @@ def sample(
     - ``denoise < 1``: start from ``latent`` noised to the strength's first timestep (video-to-video).
     - ``image_latent``: raw ``[B or 1, 16, 1, h, w]`` for image-to-video variants.
     - ``concat_latent`` / ``concat_mask``: CogVideoX-Fun conditioning on the latent grid
-      ``[B or 1, C, T, h, w]``: InP the raw masked-video latent (16) and the mask (1, 1 = known;
-      ``conditioning.inpaint_mask_latent``; zeros for text-to-video), Control the raw control-video
-      latent alone. Both are multiplied by the scaling factor, as the reference does.
+      ``[B or 1, C, T, h, w]``: InP the raw masked-video latent (16) and the mask (1, 1 = unknown;
+      ``conditioning.inpaint_mask_latent``; a zero latent and a mask of ones for text-to-video),
+      Control the raw control-video latent alone. The network gets ``(1 - mask) * sf`` and
+      ``latent * sf``, as the reference does (``conditioning.fun_condition``).
     - ``callback(step_index, total_steps, x0_raw)`` after every step; its exceptions propagate.
     - ``cache_threshold > 0``: step caching (``cache.CachedDenoiser``, TeaCache-like) skips the
       transformer on steps whose input changed less than this (accumulated relative L1); 0 = off.

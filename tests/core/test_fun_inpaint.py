@@ -63,7 +63,7 @@ def _inputs(ref, case):
     noise = ref["t"]["noise"]
     t, h, w = noise.shape[1], noise.shape[3], noise.shape[4]
     if bool((mask >= 0.5).all()):  # nothing known: the reference feeds zeros (text-to-video)
-        return torch.zeros(1, 16, t, h, w), torch.zeros(1, 1, t, h, w)
+        return torch.zeros(1, 16, t, h, w), torch.ones(1, 1, t, h, w)
     pixels = conditioning.masked_video(video, mask)
     aug = ref["cases"][case]["noise_aug_strength"]
     gen = torch.Generator().manual_seed(ref["cases"][case]["noise_seed"])
@@ -108,7 +108,7 @@ def test_the_cases_differ_and_the_checks_can_fail(ref, monkeypatch):
         assert (expected[a] - expected[b]).abs().max() > 10 * TOL, (a, b)
 
     def swapped(kind, sf, latent, mask):
-        return torch.cat([latent * sf, mask * sf], dim=1)  # masked-video latent first: wrong
+        return torch.cat([latent * sf, (1 - mask) * sf], dim=1)  # masked-video latent first: wrong
 
     monkeypatch.setattr(pipeline, "fun_condition", swapped)
     got, want = _run(ref, "start_end")
@@ -116,11 +116,11 @@ def test_the_cases_differ_and_the_checks_can_fail(ref, monkeypatch):
 
 
 def test_mask_layout_on_the_latent_grid():
-    """First pixel frame alone -> latent frame 0; the rest resized together; 1 = known."""
+    """First pixel frame alone -> latent frame 0; the rest resized together (1 = unknown)."""
     mask = torch.ones(1, 1, 9, 8, 8)  # all unknown ...
     mask[:, :, 0] = 0  # ... but the first frame
     mask[:, :, 6:8, :4] = 0  # and the top half of pixel frames 6 and 7
-    lat = conditioning.inpaint_mask_latent(mask, 3, 4, 4)
+    lat = 1 - conditioning.inpaint_mask_latent(mask, 3, 4, 4)  # 1 = known, as the reference resizes it
     assert lat.shape == (1, 1, 3, 4, 4)
     assert torch.equal(lat[:, :, 0], torch.ones(1, 1, 4, 4))
     # pixel frames 1..8 -> latent frames 1, 2: trilinear without antialias reads frames 2-3 and 6-7
