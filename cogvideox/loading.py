@@ -414,7 +414,8 @@ def _with_variant_metadata(variant: Variant, files: Sequence[Path]) -> Variant:
     """Apply a single file's ``__metadata__["variant"]`` (name, latent scale, solver, ...).
 
     Models that are not released variants (our tiny model) carry what the weights cannot
-    tell: the latent scaling factor their VAE was trained with, the reference solver, fps.
+    tell: the latent scaling factor their VAE was trained with, the reference solver, fps, and
+    whether they are CogVideoX-Fun models (``"fun"``; absent = not Fun).
     """
     raw = read_metadata(files[0]).get("variant") if len(files) == 1 else None
     if not raw:
@@ -423,6 +424,9 @@ def _with_variant_metadata(variant: Variant, files: Sequence[Path]) -> Variant:
         data = json.loads(raw)
     except json.JSONDecodeError as err:
         raise CogVideoXLoadError(f"the variant metadata of {files[0]} is not valid JSON ({err})") from err
+    # Files written with variant metadata before CogVideoX-Fun existed (the pack's tiny I2V: 32
+    # channels, RoPE, no learned positions) are not Fun Control models: "fun" is stated or absent.
+    data.setdefault("fun", None)
     return dataclasses.replace(variant, **{k: v for k, v in data.items() if k in _VARIANT_FIELDS})
 
 

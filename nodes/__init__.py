@@ -1,5 +1,6 @@
 """The CogVideoX node set: thin ComfyUI adapters over the ``cogvideox`` library."""
 
+from .fun import CogVideoXFunControlConditioning, CogVideoXFunInpaintConditioning
 from .latents import CogVideoXEmptyLatent, CogVideoXImageToVideo, CogVideoXVideoToVideo
 from .loaders import CogVideoXModelLoader, CogVideoXT5Loader, CogVideoXVAELoader
 from .sampling import CogVideoXSampler
@@ -21,6 +22,8 @@ _NODES = (
     CogVideoXVAEDecode,
     CogVideoXVAEEncode,
     CogVideoXSaveVideo,
+    CogVideoXFunInpaintConditioning,
+    CogVideoXFunControlConditioning,
 )
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in _NODES}
