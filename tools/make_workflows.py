@@ -35,7 +35,10 @@ T5 = "cogvideox_tiny_t5.safetensors"
 T2V = "cogvideox_tiny_t2v.safetensors"
 I2V = "cogvideox_tiny_i2v.safetensors"
 VAE = "cogvideox_tiny_vae.safetensors"
+FUN_INP = "cogvideox_tiny_fun_inp.safetensors"
+FUN_CONTROL = "cogvideox_tiny_fun_control.safetensors"
 FIRST_FRAME = "cogvideox_example_first_frame.png"
+LAST_FRAME = "cogvideox_example_last_frame.png"
 SOURCE_VIDEO = "cogvideox_example_source.mp4"
 SIZE = dict(width=64, height=64)
 SAMPLING = dict(seed=42, steps=25, cfg=6.0, scheduler="auto", dynamic_cfg=False)
@@ -43,7 +46,8 @@ SAMPLING = dict(seed=42, steps=25, cfg=6.0, scheduler="auto", dynamic_cfg=False)
 # The tiny model ships in the repo under tiny/<folder>/; this is where it can be fetched from.
 MODEL_URL = "https://github.com/cogvideox-nodes/cogvideox-nodes/raw/main/tiny"
 # Where each model file goes in ComfyUI's models/ folder (for properties.models and the README).
-MODEL_FOLDERS = {T5: "text_encoders", T2V: "diffusion_models", I2V: "diffusion_models", VAE: "vae"}
+MODEL_FOLDERS = {T5: "text_encoders", T2V: "diffusion_models", I2V: "diffusion_models", VAE: "vae",
+                 FUN_INP: "diffusion_models", FUN_CONTROL: "diffusion_models"}
 
 
 def _n(class_type: str, title: str | None = None, **inputs) -> dict:
@@ -124,6 +128,66 @@ WORKFLOWS: dict[str, dict] = {
     },
 }
 
+# CogVideoX-Fun (docs/cogvideox_fun.md): first/last frame and video inpainting with the tiny InP
+# model, a control video (silhouettes made with core mask nodes) with the tiny Control model.
+_FUN_SIZE = dict(**SIZE, frames=9, batch_size=1, resize_mode="crop")
+WORKFLOWS.update({
+    "first_last_frame": {
+        **_text_nodes("a blue square moving down"),
+        "4": _n("CogVideoXModelLoader", model_name=FUN_INP, weight_dtype="auto"),
+        "11": _n("LoadImage", "First frame", image=FIRST_FRAME),
+        "12": _n("LoadImage", "Last frame", image=LAST_FRAME),
+        "5": _n(
+            "CogVideoXFunInpaintConditioning", positive=["2", 0], negative=["3", 0], vae=["7", 0], **_FUN_SIZE,
+            noise_aug_strength=0.0563, seed=0, start_image=["11", 0], end_image=["12", 0],
+        ),
+        "8": _n(
+            "CogVideoXSampler", model=["4", 0], positive=["5", 0], negative=["5", 1], latent=["5", 2],
+            **SAMPLING, denoise=1.0,
+        ),
+        **_decode_save(["8", 0], "first_last_frame"),
+    },
+    "inpaint_video": {
+        **_text_nodes("a yellow square moving right"),
+        "4": _n("CogVideoXModelLoader", model_name=FUN_INP, weight_dtype="auto"),
+        "11": _n("LoadVideo", file=SOURCE_VIDEO),
+        "12": _n("GetVideoComponents", video=["11", 0]),
+        "13": _n("SolidMask", "Keep", value=0.0, **SIZE),
+        "14": _n("SolidMask", "Generate", value=1.0, width=32, height=64),
+        "15": _n(
+            "MaskComposite", "Right half to generate", destination=["13", 0], source=["14", 0], x=32, y=0,
+            operation="add",
+        ),
+        "5": _n(
+            "CogVideoXFunInpaintConditioning", positive=["2", 0], negative=["3", 0], vae=["7", 0], **_FUN_SIZE,
+            noise_aug_strength=0.0563, seed=0, video=["12", 0], mask=["15", 0],
+        ),
+        "8": _n(
+            "CogVideoXSampler", model=["4", 0], positive=["5", 0], negative=["5", 1], latent=["5", 2],
+            **SAMPLING, denoise=1.0,
+        ),
+        **_decode_save(["8", 0], "inpaint_video"),
+    },
+    "control_video": {
+        **_text_nodes("a yellow square moving right"),
+        "4": _n("CogVideoXModelLoader", model_name=FUN_CONTROL, weight_dtype="auto"),
+        "11": _n("LoadVideo", file=SOURCE_VIDEO),
+        "12": _n("GetVideoComponents", video=["11", 0]),
+        "13": _n("ImageToMask", image=["12", 0], channel="red"),
+        "14": _n("ThresholdMask", "Silhouette", mask=["13", 0], value=0.5),
+        "15": _n("MaskToImage", mask=["14", 0]),
+        "5": _n(
+            "CogVideoXFunControlConditioning", positive=["2", 0], negative=["3", 0], vae=["7", 0], **_FUN_SIZE,
+            control_video=["15", 0],
+        ),
+        "8": _n(
+            "CogVideoXSampler", model=["4", 0], positive=["5", 0], negative=["5", 1], latent=["5", 2],
+            **SAMPLING, denoise=1.0,
+        ),
+        **_decode_save(["8", 0], "control_video"),
+    },
+})
+
 LAYOUT_JS = """
 ([models, MODEL_URL]) => {
   const graph = app.graph;
@@ -193,7 +257,8 @@ def _thumbnail(host: ComfyHost, api: dict, dest: Path) -> None:
 
 def make_example_inputs(folder: Path) -> None:
     """The example inputs the workflows load, drawn like the tiny model's training clips (64x64):
-    a first frame (a blue square near the top) and a 9-frame source video (a yellow square moving
+    a first frame (a blue square near the top), a last frame (the same square 26 px lower) and a
+    9-frame source video (a yellow square moving
     right). 9 frames: the tiny models have learned positions for at most 9 frames at 64x64."""
     import torch
     from PIL import Image
@@ -206,6 +271,9 @@ def make_example_inputs(folder: Path) -> None:
     first = synthetic.render("blue", "square", torch.tensor([[22.0, 18.0]]), 17.0)  # [3, 1, H, W] in [-1, 1]
     pixels = ((first[:, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte()  # [H, W, 3]
     Image.fromarray(pixels.numpy()).save(folder / FIRST_FRAME)
+    last = synthetic.render("blue", "square", torch.tensor([[22.0, 44.0]]), 17.0)  # 26 px below the first
+    pixels = ((last[:, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte()
+    Image.fromarray(pixels.numpy()).save(folder / LAST_FRAME)
     centres = torch.stack([torch.linspace(18.0, 44.0, 9), torch.full((9,), 32.0)], dim=1)  # [9, (x, y)]
     video = synthetic.render("yellow", "square", centres, 17.0)  # [3, 9, H, W]
     write_video(str(folder / SOURCE_VIDEO), ((video + 1) / 2).permute(1, 2, 3, 0).contiguous(), 8.0, crf=12)
@@ -216,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--thumbnails", action="store_true", help="also run each workflow for a frame strip")
+    parser.add_argument("--only", nargs="+", choices=sorted(WORKFLOWS), help="build only these workflows")
     args = parser.parse_args(argv)
+    selected = {k: v for k, v in WORKFLOWS.items() if not args.only or k in args.only}
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out, api_out, thumbs = ROOT / "workflows", ROOT / "workflows" / "api", ROOT / "workflows" / "thumbnails"
     make_example_inputs(out / "inputs")
@@ -238,14 +308,14 @@ def main(argv: list[str] | None = None) -> int:
                 page = browser.new_page(viewport={"width": 1800, "height": 1000})
                 page.goto(host.url)
                 page.wait_for_function("() => window.app && window.app.graph", timeout=120_000)
-                for name, api in WORKFLOWS.items():
+                for name, api in selected.items():
                     ui, prompt = _build(page, name, api)
                     (out / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
                     (api_out / f"{name}.json").write_text(json.dumps(prompt, indent=2) + "\n")
                     log.info("wrote workflows/%s.json and workflows/api/%s.json", name, name)
                 browser.close()
             if args.thumbnails:
-                for name in WORKFLOWS:
+                for name in selected:
                     prompt = json.loads((api_out / f"{name}.json").read_text())
                     _thumbnail(host, prompt, thumbs / f"{name}.png")
                     log.info("wrote workflows/thumbnails/%s.png", name)
