@@ -230,6 +230,13 @@ LAYOUT_JS = """
 def _build(page, name: str, api: dict) -> tuple[dict, dict]:
     page.evaluate("([api, name]) => app.loadApiJson(api, name)", [api, name])
     page.wait_for_timeout(500)
+    # LoadVideo adds its preview widget a moment after loading (later on a busy machine): wait for it,
+    # so the API twin holds it every time, as the page's own Run will
+    page.wait_for_function(
+        "() => app.graph._nodes.filter((n) => n.type === 'LoadVideo')"
+        ".every((n) => (n.widgets || []).some((w) => w.name === 'video-preview'))",
+        timeout=30_000,
+    )
     page.evaluate(LAYOUT_JS, [MODEL_FOLDERS, MODEL_URL])
     # JSON round trip in the page: undefined fields are dropped as the frontend's own save does.
     ui = page.evaluate("() => JSON.parse(JSON.stringify(app.graph.serialize()))")
