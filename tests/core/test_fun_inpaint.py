@@ -143,3 +143,16 @@ def test_masked_video_and_noise_leave_unknown_pixels_at_minus_one():
     assert (noisy[:, :, 0] - masked[:, :, 0]).abs().max() > 0
     with pytest.raises(ValueError, match="must match"):
         conditioning.masked_video(video, mask[:, :, :4])
+
+
+@pytest.mark.parametrize("width,height,base", [(720, 480, 512), (1920, 1080, 768), (480, 720, 1024), (64, 64, 64)])
+def test_nearest_fun_bucket(width, height, base):
+    """The bucket with the nearest rounded ratio, scaled to the base and floored to multiples of 16."""
+    from cogvideox import frames as fr
+
+    w, h = fr.nearest_fun_bucket(width, height, base)
+    assert w % 16 == 0 and h % 16 == 0 and w > 0 and h > 0
+    ratios = sorted({round(bh / bw, 2) for bh, bw in fr.FUN_BUCKETS_512}, key=lambda r: abs(r - height / width))
+    bh, bw = next(b for b in fr.FUN_BUCKETS_512 if round(b[0] / b[1], 2) == ratios[0])
+    assert (w, h) == (int(bw * base / 512) // 16 * 16, int(bh * base / 512) // 16 * 16)
+    assert abs(w * h - base * base) / (base * base) < 0.15
