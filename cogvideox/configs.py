@@ -155,14 +155,31 @@ class Variant:
     height: int = 480
     ofs: float | None = None  # 1.5 I2V feeds ofs=2.0
     extra: dict[str, Any] = field(default_factory=dict)
+    fun: str | None = None  # CogVideoX-Fun conditioning: "inpaint" (33 channels) or "control" (32)
 
     @property
     def is_i2v(self) -> bool:
-        return self.transformer.in_channels > 16
+        return self.transformer.in_channels > 16 and self.fun is None
+
+    @property
+    def is_fun_inpaint(self) -> bool:
+        return self.fun == FUN_INPAINT
+
+    @property
+    def is_fun_control(self) -> bool:
+        return self.fun == FUN_CONTROL
+
+    @property
+    def condition_channels(self) -> int:
+        """Channels concatenated after the noisy latent (image, mask + masked video, control)."""
+        return self.transformer.in_channels - (self.transformer.out_channels or 16)
 
     def scheduler_config(self) -> SchedulerConfig:
         return SchedulerConfig(snr_shift_scale=self.snr_shift_scale)
 
+
+FUN_INPAINT = "inpaint"
+FUN_CONTROL = "control"
 
 _5B = dict(num_attention_heads=48, num_layers=42, use_rotary_positional_embeddings=True)
 
@@ -205,5 +222,65 @@ VARIANTS: dict[str, Variant] = {
         width=1360,
         height=768,
         ofs=2.0,
+    ),
+    # CogVideoX-Fun (alibaba-pai / aigc-apps VideoX-Fun): the base architectures with a wider
+    # input. InP: noisy 16 + mask 1 + masked-video latent 16; Control: noisy 16 + control 16.
+    # Their example scripts sample with DDIM and multiply every latent by the VAE's
+    # scaling_factor (also on 1.5: no inverted image-latent scale). See docs/cogvideox_fun.md.
+    "fun-2b-inp": Variant(
+        "fun-2b-inp",
+        TransformerConfig(in_channels=33),
+        scaling_factor=1.15258426,
+        scheduler="ddim",
+        snr_shift_scale=3.0,
+        width=672,
+        height=384,
+        fun=FUN_INPAINT,
+    ),
+    "fun-5b-inp": Variant(
+        "fun-5b-inp",
+        TransformerConfig(**_5B, in_channels=33),
+        scaling_factor=0.7,
+        scheduler="ddim",
+        width=672,
+        height=384,
+        fun=FUN_INPAINT,
+    ),
+    "fun-2b-control": Variant(
+        "fun-2b-control",
+        TransformerConfig(in_channels=32),
+        scaling_factor=1.15258426,
+        scheduler="ddim",
+        snr_shift_scale=3.0,
+        width=672,
+        height=384,
+        fun=FUN_CONTROL,
+    ),
+    "fun-5b-control": Variant(
+        "fun-5b-control",
+        TransformerConfig(**_5B, in_channels=32),
+        scaling_factor=0.7,
+        scheduler="ddim",
+        width=672,
+        height=384,
+        fun=FUN_CONTROL,
+    ),
+    "fun-1.5-5b-inp": Variant(
+        "fun-1.5-5b-inp",
+        TransformerConfig(
+            **_5B,
+            in_channels=33,
+            patch_size_t=2,
+            patch_bias=False,
+            sample_height=96,
+            sample_width=170,
+            sample_frames=81,
+        ),
+        scaling_factor=0.7,
+        scheduler="ddim",
+        frames=85,
+        width=1024,
+        height=576,
+        fun=FUN_INPAINT,
     ),
 }

@@ -160,3 +160,30 @@ def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     shrinking = height < x.shape[-2] or width < x.shape[-1]
     out = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=shrinking)
     return out.clamp_(0.0, 1.0)
+
+
+# CogVideoX-Fun trains on aspect-ratio buckets: (height, width) pairs of multiples of 32 around
+# 512x512 pixels, scaled to the base resolution (512, 768 or 1024). The sizes are VideoX-Fun's
+# (videox_fun/data/bucket_sampler.py: ASPECT_RATIO_512), matched by height/width ratio rounded to
+# two decimals as its get_closest_ratio does.
+FUN_BUCKETS_512: tuple[tuple[int, int], ...] = (
+    (256, 1024), (256, 992), (256, 960), (256, 928), (288, 896), (288, 864), (288, 832),
+    (320, 800), (320, 768), (352, 736), (352, 704), (352, 672), (384, 672), (384, 640),
+    (416, 608), (416, 576), (448, 576), (448, 544), (480, 544), (480, 512), (512, 512),
+    (512, 480), (544, 480), (544, 448), (576, 448), (576, 416), (608, 416), (640, 384),
+    (672, 384), (704, 352), (736, 352), (768, 320), (800, 320), (832, 288), (864, 288),
+    (896, 288), (928, 256), (960, 256), (992, 256), (1024, 256),
+)  # fmt: skip
+
+
+def nearest_fun_bucket(width: float, height: float, base_resolution: float = 512) -> tuple[int, int]:
+    """``(width, height)`` of the Fun training bucket nearest to an aspect ratio, at a base resolution.
+
+    Each side is the bucket's side scaled by ``base_resolution / 512`` and floored to a multiple of 16.
+    """
+    if width <= 0 or height <= 0 or base_resolution <= 0:
+        raise ValueError(f"sizes must be positive, got {width}x{height} at base {base_resolution}")
+    ratio = height / width
+    bh, bw = min(FUN_BUCKETS_512, key=lambda hw: abs(round(hw[0] / hw[1], 2) - ratio))
+    scale = base_resolution / 512
+    return int(bw * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE, int(bh * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE

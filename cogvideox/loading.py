@@ -287,13 +287,31 @@ def _count_indices(shapes: Mapping[str, Sequence[int]], prefix: str) -> int:
     return max(found) + 1 if found else 0
 
 
+FUN_INPAINT_CHANNELS = 17  # mask 1 + masked-video latent 16
+FUN_CONTROL_CHANNELS = 16  # control-video latent
+
+
 def _structural_variant(cfg: TransformerConfig) -> str:
-    """Name of the released variant with the same structure (positions, patching, channels, ofs)."""
+    """Name of the released variant with the same structure (positions, patching, channels, ofs).
+
+    The extra input channels tell the kind: +17 CogVideoX-Fun InP, +16 image-to-video (learned
+    positions or ofs) or CogVideoX-Fun Control (neither), none text-to-video.
+    """
+    size = "5b" if cfg.use_rotary_positional_embeddings else "2b"
+    extra = cfg.in_channels - (cfg.out_channels or 16)
     if cfg.patch_size_t is not None:
+        if extra == FUN_INPAINT_CHANNELS and not cfg.ofs_embed_dim:
+            return "fun-1.5-5b-inp"
         return "1.5-5b-i2v" if cfg.ofs_embed_dim or cfg.in_channels > 16 else "1.5-5b"
+    if extra == FUN_INPAINT_CHANNELS:
+        return f"fun-{size}-inp"
+    if extra == FUN_CONTROL_CHANNELS and not cfg.use_learned_positional_embeddings and not cfg.ofs_embed_dim:
+        # 32 channels: 5B-I2V has learned positions (a patch_embed.pos_embedding tensor), the Fun
+        # Control models rotary (5B) or sin-cos (2B) positions and no such tensor.
+        return f"fun-{size}-control"
     if cfg.use_learned_positional_embeddings or cfg.in_channels > 16:
         return "5b-i2v"
-    return "5b" if cfg.use_rotary_positional_embeddings else "2b"
+    return size
 
 
 def detect_transformer_config(shapes: Mapping[str, Sequence[int]]) -> TransformerConfig:
@@ -473,7 +491,8 @@ def _with_variant_metadata(variant: Variant, files: Sequence[Path]) -> Variant:
     """Apply a single file's ``__metadata__["variant"]`` (name, latent scale, solver, ...).
 
     Models that are not released variants (our tiny model) carry what the weights cannot
-    tell: the latent scaling factor their VAE was trained with, the reference solver, fps.
+    tell: the latent scaling factor their VAE was trained with, the reference solver, fps, and
+    whether they are CogVideoX-Fun models (``"fun"``; absent = not Fun).
     """
     raw = read_metadata(files[0]).get("variant") if len(files) == 1 else None
     if not raw:
@@ -482,6 +501,9 @@ def _with_variant_metadata(variant: Variant, files: Sequence[Path]) -> Variant:
         data = json.loads(raw)
     except json.JSONDecodeError as err:
         raise CogVideoXLoadError(f"the variant metadata of {files[0]} is not valid JSON ({err})") from err
+    # Files written with variant metadata before CogVideoX-Fun existed (the pack's tiny I2V: 32
+    # channels, RoPE, no learned positions) are not Fun Control models: "fun" is stated or absent.
+    data.setdefault("fun", None)
     return dataclasses.replace(variant, **{k: v for k, v in data.items() if k in _VARIANT_FIELDS})
 
 

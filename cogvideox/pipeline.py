@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import guidance
-from .conditioning import i2v_condition
+from .conditioning import fun_condition, i2v_condition
 from .configs import Variant
 from .ops import resident
 from .samplers import SAMPLERS, frames_first_noise
@@ -48,9 +48,10 @@ class Denoiser:
     """``denoiser(x, i) -> x0``: one guided network call at step ``i`` and the x0 it implies.
 
     ``model(x[B,C,T,H,W], timestep[B], context[B,L,D], ofs=None) -> v`` is any callable with the
-    transformer's signature. ``x`` is scaled VP-space float32; ``image_cond`` (I2V, scaled, already
-    padded to ``x``'s frames) is concatenated on channels. To cache steps, subclass and override
-    ``velocity`` (it may return a stored result instead of calling ``forward``).
+    transformer's signature. ``x`` is scaled VP-space float32; ``image_cond`` (the extra input
+    channels: the I2V image latent, the Fun InP mask + masked-video latent or the Fun control
+    latent; scaled, already padded to ``x``'s frames) is concatenated on channels after ``x``.
+    To cache steps, subclass and override ``velocity`` (it may return a stored result instead of calling ``forward``).
     """
 
     def __init__(
@@ -144,6 +145,25 @@ def _batch(t: torch.Tensor, batch: int, name: str) -> torch.Tensor:
     return t.expand(batch, *t.shape[1:]) if t.shape[0] != batch else t
 
 
+def _fun_cond(variant: Variant, latent, mask, shape, device, pad: int) -> torch.Tensor:
+    """The scaled Fun channels ``[B, C, T + pad, h, w]`` (front-padded like the noisy latent)."""
+    b, _, frames, h, w = shape
+    tensors = {"concat_latent": latent, "concat_mask": mask}
+    for name, t in tensors.items():
+        if t is not None and (t.ndim != 5 or t.shape[2:] != (frames, h, w)):
+            raise ValueError(
+                f"{name} has shape {tuple(t.shape)}; it must cover the latent's {frames} frames of {h}x{w} "
+                "(make it with the same width, height and frames as the latent)"
+            )
+    tensors = {k: None if t is None else _batch(t.to(device, torch.float32), b, k) for k, t in tensors.items()}
+    cond = fun_condition(variant.fun, variant.scaling_factor, tensors["concat_latent"], tensors["concat_mask"])
+    if cond.shape[1] != variant.condition_channels:
+        raise ValueError(
+            f"the Fun conditioning has {cond.shape[1]} channels, the model takes {variant.condition_channels}"
+        )
+    return pad_front(cond, pad)  # [B, C, T + pad, h, w]
+
+
 @torch.no_grad()
 def sample(
     model: Callable[..., torch.Tensor],
@@ -162,6 +182,8 @@ def sample(
     dynamic_cfg: bool = False,
     image_latent: torch.Tensor | None = None,
     image_latent_scaling: Literal["diffusers", "sat"] = "diffusers",
+    concat_latent: torch.Tensor | None = None,
+    concat_mask: torch.Tensor | None = None,
     ofs: float | None = None,
     callback: ProgressCallback | None = None,
     cache_threshold: float = 0.0,
@@ -175,6 +197,11 @@ def sample(
       layout; the same generator then feeds stochastic solvers.
     - ``denoise < 1``: start from ``latent`` noised to the strength's first timestep (video-to-video).
     - ``image_latent``: raw ``[B or 1, 16, 1, h, w]`` for image-to-video variants.
+    - ``concat_latent`` / ``concat_mask``: CogVideoX-Fun conditioning on the latent grid
+      ``[B or 1, C, T, h, w]``: InP the raw masked-video latent (16) and the mask (1, 1 = unknown;
+      ``conditioning.inpaint_mask_latent``; a zero latent and a mask of ones for text-to-video),
+      Control the raw control-video latent alone. The network gets ``(1 - mask) * sf`` and
+      ``latent * sf``, as the reference does (``conditioning.fun_condition``).
     - ``callback(step_index, total_steps, x0_raw)`` after every step; its exceptions propagate.
     - ``cache_threshold > 0``: step caching (``cache.CachedDenoiser``, TeaCache-like) skips the
       transformer on steps whose input changed less than this (accumulated relative L1); 0 = off.
@@ -188,7 +215,9 @@ def sample(
     if variant.is_i2v and image_latent is None:
         raise ValueError(f"variant {variant.name!r} is image-to-video and needs image_latent")
     if not variant.is_i2v and image_latent is not None:
-        raise ValueError(f"variant {variant.name!r} is text/video-to-video; image_latent is not used")
+        raise ValueError(f"variant {variant.name!r} is not image-to-video; image_latent is not used")
+    if variant.fun is None and (concat_latent is not None or concat_mask is not None):
+        raise ValueError(f"variant {variant.name!r} is not a CogVideoX-Fun model; concat_latent/mask are not used")
 
     schedule = make_schedule(variant.scheduler_config(), steps, denoise)
     if len(schedule) == 0:
@@ -221,6 +250,8 @@ def sample(
         # the reference zero-pads the image latent to the padded length (image at frame 0)
         image = _batch(scaled, b, "the image conditioning")
         image_cond = i2v_condition(image, frames + pad)  # [B, C, T + pad, h, w]
+    if variant.fun is not None:
+        image_cond = _fun_cond(variant, concat_latent, concat_mask, latent.shape, device, pad)
     denoiser_cls, extra = Denoiser, {}
     if cache_threshold > 0:
         from .cache import CachedDenoiser  # cache.py builds on this module

@@ -1,5 +1,6 @@
 """The CogVideoX node set: thin ComfyUI adapters over the ``cogvideox`` library."""
 
+from .fun import CogVideoXFunControlConditioning, CogVideoXFunInpaintConditioning
 from .latents import CogVideoXEmptyLatent, CogVideoXImageToVideo, CogVideoXVideoToVideo
 from .loaders import CogVideoXModelLoader, CogVideoXT5Loader, CogVideoXVAELoader
 from .sampling import CogVideoXSampler
@@ -33,6 +34,8 @@ _NODES = (
     VideoCrafterFPS,
     VideoCrafterEmptyLatent,
     VideoCrafterSampler,
+    CogVideoXFunInpaintConditioning,
+    CogVideoXFunControlConditioning,
 )
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in _NODES}

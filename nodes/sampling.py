@@ -13,10 +13,18 @@ from PIL import Image
 
 from ..cogvideox import frames as fr
 from ..cogvideox import pipeline, preview
+from ..cogvideox.configs import FUN_CONTROL, FUN_INPAINT
 from ..cogvideox.offload import enable_block_swap, resident_bytes
 from ..cogvideox.samplers import SAMPLERS
 from . import sampler_checks as checks
 from .common import CATEGORY, MODEL_TYPE, CheckedInputs, CogVideoXNodeError, network
+from .fun import (
+    CONCAT_LATENT_KEY,
+    CONCAT_MASK_KEY,
+    FUN_KIND_KEY,
+    CogVideoXFunControlConditioning,
+    CogVideoXFunInpaintConditioning,
+)
 from .latents import IMAGE_LATENT_KEY, IMAGE_SCALING_KEY
 
 log = logging.getLogger(__name__)
@@ -31,6 +39,41 @@ def _context(node: str, conditioning, which: str, variant) -> tuple[torch.Tensor
     if problems:
         raise CogVideoXNodeError(node, "; ".join(problems))
     return conditioning[0]
+
+
+def _fun_inputs(node: str, variant, extra: dict, image_latent) -> dict:
+    """``concat_latent`` / ``concat_mask`` for a CogVideoX-Fun model, with the errors of mixed-up graphs."""
+    kind = extra.get(FUN_KIND_KEY)
+    fun_node = {FUN_INPAINT: CogVideoXFunInpaintConditioning, FUN_CONTROL: CogVideoXFunControlConditioning}
+    if variant.fun is None:
+        if kind is not None:
+            raise CogVideoXNodeError(
+                node,
+                f"the conditioning comes from {fun_node[kind].DISPLAY_NAME}, which is for CogVideoX-Fun "
+                f"{kind} models, but the model is {variant.name}. Load a CogVideoX-Fun {kind} model, or use "
+                "CogVideoX Image To Video / CogVideoX Empty Latent for this one.",
+            )
+        return {}
+    wanted = fun_node[variant.fun].DISPLAY_NAME
+    if kind is None:
+        got = "CogVideoX Image To Video conditioning (for I2V models)" if image_latent is not None else "none"
+        raise CogVideoXNodeError(
+            node,
+            f"the model is CogVideoX-Fun {variant.fun} ({variant.name}) and needs its conditioning, got {got}. "
+            f"Put {wanted} between the text encoders and the sampler"
+            + (
+                " (its start_image takes your first frame; with no inputs it is text-to-video)."
+                if variant.fun == FUN_INPAINT
+                else ", fed with a control video."
+            ),
+        )
+    if kind != variant.fun:
+        raise CogVideoXNodeError(
+            node,
+            f"the conditioning is from {fun_node[kind].DISPLAY_NAME} but the model is CogVideoX-Fun "
+            f"{variant.fun} ({variant.name}); use {wanted} or load a Fun {kind} model.",
+        )
+    return {"concat_latent": extra.get(CONCAT_LATENT_KEY), "concat_mask": extra.get(CONCAT_MASK_KEY)}
 
 
 @contextlib.contextmanager
@@ -66,7 +109,8 @@ class CogVideoXSampler(CheckedInputs):
     DISPLAY_NAME = "CogVideoX Sampler"
     DESCRIPTION = (
         "Denoises a CogVideoX video latent: text-to-video from CogVideoX Empty Latent, image-to-video from "
-        "CogVideoX Image To Video, video-to-video from CogVideoX Video To Video with denoise < 1."
+        "CogVideoX Image To Video, video-to-video from CogVideoX Video To Video with denoise < 1, CogVideoX-Fun "
+        "from CogVideoX Fun Inpaint / Control Conditioning."
     )
     CATEGORY = f"{CATEGORY}/sampling"
     FUNCTION = "execute"
@@ -184,7 +228,10 @@ class CogVideoXSampler(CheckedInputs):
         variant = model.variant
         pos, pos_extra = _context(node, positive, "positive", variant)
         neg, _ = _context(node, negative, "negative", variant)
-        image_latent = pos_extra.get(IMAGE_LATENT_KEY, pos_extra.get("concat_latent_image"))
+        image_latent = pos_extra.get(IMAGE_LATENT_KEY)
+        if image_latent is None and FUN_KIND_KEY not in pos_extra:  # core nodes' image-to-video key
+            image_latent = pos_extra.get(CONCAT_LATENT_KEY)
+        fun = _fun_inputs(node, variant, pos_extra, image_latent)
         if variant.is_i2v and image_latent is None:
             raise CogVideoXNodeError(
                 node,
@@ -247,6 +294,7 @@ class CogVideoXSampler(CheckedInputs):
                     dynamic_cfg=dynamic_cfg,
                     image_latent=None if image_latent is None else image_latent.to(device, torch.float32),
                     image_latent_scaling=pos_extra.get(IMAGE_SCALING_KEY, "diffusers"),
+                    **{k: None if v is None else v.to(device, torch.float32) for k, v in fun.items()},
                     callback=callback,
                     cache_threshold=cache_threshold,
                 )

@@ -35,7 +35,10 @@ T5 = "cogvideox_tiny_t5.safetensors"
 T2V = "cogvideox_tiny_t2v.safetensors"
 I2V = "cogvideox_tiny_i2v.safetensors"
 VAE = "cogvideox_tiny_vae.safetensors"
+FUN_INP = "cogvideox_tiny_fun_inp.safetensors"
+FUN_CONTROL = "cogvideox_tiny_fun_control.safetensors"
 FIRST_FRAME = "cogvideox_example_first_frame.png"
+LAST_FRAME = "cogvideox_example_last_frame.png"
 SOURCE_VIDEO = "cogvideox_example_source.mp4"
 SIZE = dict(width=64, height=64)
 SAMPLING = dict(seed=42, steps=25, cfg=6.0, scheduler="auto", dynamic_cfg=False)
@@ -44,7 +47,8 @@ KSAMPLING = dict(seed=42, steps=25, cfg=6.0, sampler_name="euler", scheduler="si
 # The tiny model ships in the repo under tiny/<folder>/; this is where it can be fetched from.
 MODEL_URL = "https://github.com/cogvideox-nodes/cogvideox-nodes/raw/main/tiny"
 # Where each model file goes in ComfyUI's models/ folder (for properties.models and the README).
-MODEL_FOLDERS = {T5: "text_encoders", T2V: "diffusion_models", I2V: "diffusion_models", VAE: "vae"}
+MODEL_FOLDERS = {T5: "text_encoders", T2V: "diffusion_models", I2V: "diffusion_models", VAE: "vae",
+                 FUN_INP: "diffusion_models", FUN_CONTROL: "diffusion_models"}
 
 
 def _n(class_type: str, title: str | None = None, **inputs) -> dict:
@@ -160,6 +164,66 @@ WORKFLOWS: dict[str, dict] = {
     },
 }
 
+# CogVideoX-Fun (docs/cogvideox_fun.md): first/last frame and video inpainting with the tiny InP
+# model, a control video (silhouettes made with core mask nodes) with the tiny Control model.
+_FUN_SIZE = dict(**SIZE, frames=9, batch_size=1, resize_mode="crop")
+WORKFLOWS.update({
+    "first_last_frame": {
+        **_text_nodes("a blue square moving down"),
+        "4": _n("CogVideoXModelLoader", model_name=FUN_INP, weight_dtype="auto"),
+        "11": _n("LoadImage", "First frame", image=FIRST_FRAME),
+        "12": _n("LoadImage", "Last frame", image=LAST_FRAME),
+        "5": _n(
+            "CogVideoXFunInpaintConditioning", positive=["2", 0], negative=["3", 0], vae=["7", 0], **_FUN_SIZE,
+            noise_aug_strength=0.0563, seed=0, start_image=["11", 0], end_image=["12", 0],
+        ),
+        "8": _n(
+            "CogVideoXSampler", model=["4", 0], positive=["5", 0], negative=["5", 1], latent=["5", 2],
+            **SAMPLING, denoise=1.0,
+        ),
+        **_decode_save(["8", 0], "first_last_frame"),
+    },
+    "inpaint_video": {
+        **_text_nodes("a yellow square moving right"),
+        "4": _n("CogVideoXModelLoader", model_name=FUN_INP, weight_dtype="auto"),
+        "11": _n("LoadVideo", file=SOURCE_VIDEO),
+        "12": _n("GetVideoComponents", video=["11", 0]),
+        "13": _n("SolidMask", "Keep", value=0.0, **SIZE),
+        "14": _n("SolidMask", "Generate", value=1.0, width=32, height=64),
+        "15": _n(
+            "MaskComposite", "Right half to generate", destination=["13", 0], source=["14", 0], x=32, y=0,
+            operation="add",
+        ),
+        "5": _n(
+            "CogVideoXFunInpaintConditioning", positive=["2", 0], negative=["3", 0], vae=["7", 0], **_FUN_SIZE,
+            noise_aug_strength=0.0563, seed=0, video=["12", 0], mask=["15", 0],
+        ),
+        "8": _n(
+            "CogVideoXSampler", model=["4", 0], positive=["5", 0], negative=["5", 1], latent=["5", 2],
+            **SAMPLING, denoise=1.0,
+        ),
+        **_decode_save(["8", 0], "inpaint_video"),
+    },
+    "control_video": {
+        **_text_nodes("a yellow square moving right"),
+        "4": _n("CogVideoXModelLoader", model_name=FUN_CONTROL, weight_dtype="auto"),
+        "11": _n("LoadVideo", file=SOURCE_VIDEO),
+        "12": _n("GetVideoComponents", video=["11", 0]),
+        "13": _n("ImageToMask", image=["12", 0], channel="red"),
+        "14": _n("ThresholdMask", "Silhouette", mask=["13", 0], value=0.5),
+        "15": _n("MaskToImage", mask=["14", 0]),
+        "5": _n(
+            "CogVideoXFunControlConditioning", positive=["2", 0], negative=["3", 0], vae=["7", 0], **_FUN_SIZE,
+            control_video=["15", 0],
+        ),
+        "8": _n(
+            "CogVideoXSampler", model=["4", 0], positive=["5", 0], negative=["5", 1], latent=["5", 2],
+            **SAMPLING, denoise=1.0,
+        ),
+        **_decode_save(["8", 0], "control_video"),
+    },
+})
+
 LAYOUT_JS = """
 ([models, MODEL_URL]) => {
   const graph = app.graph;
@@ -202,6 +266,13 @@ LAYOUT_JS = """
 def _build(page, name: str, api: dict) -> tuple[dict, dict]:
     page.evaluate("([api, name]) => app.loadApiJson(api, name)", [api, name])
     page.wait_for_timeout(500)
+    # LoadVideo adds its preview widget a moment after loading (later on a busy machine): wait for it,
+    # so the API twin holds it every time, as the page's own Run will
+    page.wait_for_function(
+        "() => app.graph._nodes.filter((n) => n.type === 'LoadVideo')"
+        ".every((n) => (n.widgets || []).some((w) => w.name === 'video-preview'))",
+        timeout=30_000,
+    )
     page.evaluate(LAYOUT_JS, [MODEL_FOLDERS, MODEL_URL])
     # JSON round trip in the page: undefined fields are dropped as the frontend's own save does.
     ui = page.evaluate("() => JSON.parse(JSON.stringify(app.graph.serialize()))")
@@ -229,7 +300,8 @@ def _thumbnail(host: ComfyHost, api: dict, dest: Path) -> None:
 
 def make_example_inputs(folder: Path) -> None:
     """The example inputs the workflows load, drawn like the tiny model's training clips (64x64):
-    a first frame (a blue square near the top) and a 9-frame source video (a yellow square moving
+    a first frame (a blue square near the top), a last frame (the same square 26 px lower) and a
+    9-frame source video (a yellow square moving
     right). 9 frames: the tiny models have learned positions for at most 9 frames at 64x64."""
     import torch
     from PIL import Image
@@ -242,6 +314,9 @@ def make_example_inputs(folder: Path) -> None:
     first = synthetic.render("blue", "square", torch.tensor([[22.0, 18.0]]), 17.0)  # [3, 1, H, W] in [-1, 1]
     pixels = ((first[:, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte()  # [H, W, 3]
     Image.fromarray(pixels.numpy()).save(folder / FIRST_FRAME)
+    last = synthetic.render("blue", "square", torch.tensor([[22.0, 44.0]]), 17.0)  # 26 px below the first
+    pixels = ((last[:, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte()
+    Image.fromarray(pixels.numpy()).save(folder / LAST_FRAME)
     centres = torch.stack([torch.linspace(18.0, 44.0, 9), torch.full((9,), 32.0)], dim=1)  # [9, (x, y)]
     video = synthetic.render("yellow", "square", centres, 17.0)  # [3, 9, H, W]
     write_video(str(folder / SOURCE_VIDEO), ((video + 1) / 2).permute(1, 2, 3, 0).contiguous(), 8.0, crf=12)

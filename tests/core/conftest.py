@@ -31,6 +31,12 @@ TINY_TRANSFORMER_CONFIGS: dict[str, TransformerConfig] = {
     ),
     "1.5-5b": TransformerConfig(**{**_TINY_COMMON, **_V15}),
     "1.5-5b-i2v": TransformerConfig(**{**_TINY_COMMON, **_V15}, in_channels=32, ofs_embed_dim=24),
+    # CogVideoX-Fun: InP (noisy 16 + mask 1 + masked video 16) and Control (noisy 16 + control 16)
+    "fun-2b-inp": TransformerConfig(**_TINY_COMMON, in_channels=33),
+    "fun-5b-inp": TransformerConfig(**_TINY_COMMON, **_ROPE, in_channels=33),
+    "fun-2b-control": TransformerConfig(**_TINY_COMMON, in_channels=32),
+    "fun-5b-control": TransformerConfig(**_TINY_COMMON, **_ROPE, in_channels=32),
+    "fun-1.5-5b-inp": TransformerConfig(**{**_TINY_COMMON, **_V15}, in_channels=33),
 }
 
 

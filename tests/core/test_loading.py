@@ -111,7 +111,17 @@ def test_detect_released_variants_from_shapes(name):
 
 # Without metadata, what shapes cannot show (training sample size, sin-cos vs RoPE for a
 # non-1920-wide model) falls back to the structurally matching released variant.
-NO_METADATA_NAME = {"2b": "5b", "5b": "5b", "1.5-5b": "1.5-5b", "1.5-5b-i2v": "1.5-5b-i2v"}
+NO_METADATA_NAME = {
+    "2b": "5b",
+    "5b": "5b",
+    "1.5-5b": "1.5-5b",
+    "1.5-5b-i2v": "1.5-5b-i2v",
+    "fun-2b-inp": "fun-5b-inp",
+    "fun-5b-inp": "fun-5b-inp",
+    "fun-2b-control": "fun-5b-control",
+    "fun-5b-control": "fun-5b-control",
+    "fun-1.5-5b-inp": "fun-1.5-5b-inp",
+}
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))

@@ -16,6 +16,7 @@ from diffusers import (
     AutoencoderKLCogVideoX,
     CogVideoXDDIMScheduler,
     CogVideoXDPMScheduler,
+    CogVideoXFunControlPipeline,
     CogVideoXImageToVideoPipeline,
     CogVideoXPipeline,
     CogVideoXTransformer3DModel,
@@ -271,6 +272,85 @@ def test_video_to_video_matches_reference(models, name, solver, strength):
     assert steps_run == [int(10 * strength)] * int(10 * strength)
     diff = (got * variant.scaling_factor - expected.permute(0, 2, 1, 3, 4)).abs().max()
     assert diff <= TOL, f"max abs diff {diff:.3g}"
+
+
+def _video_vae(variant):
+    """4x spatial, 4x temporal: 9 x 32 x 48 pixels -> 3 x 8 x 12 latents."""
+    return AutoencoderKLCogVideoX(
+        block_out_channels=(8, 8, 16),
+        down_block_types=("CogVideoXDownBlock3D",) * 3,
+        up_block_types=("CogVideoXUpBlock3D",) * 3,
+        layers_per_block=1,
+        norm_num_groups=4,
+        scaling_factor=variant.scaling_factor,
+    ).eval()
+
+
+@pytest.mark.parametrize(
+    "name,solver,dynamic,cfg,batch",
+    [
+        ("fun-5b-control", "ddim", False, CFG, 1),
+        ("fun-2b-control", "ddim", True, CFG, 2),
+        ("fun-5b-control", "ddim", True, 1.0, 1),  # diffusers' Fun Control pipeline steps DDIM only
+    ],
+)
+def test_fun_control_matches_reference(models, name, solver, dynamic, cfg, batch):
+    """CogVideoX-Fun Control: the control video's latent (VAE mode x scaling factor) after the noise."""
+    from PIL import Image
+
+    from cogvideox.conditioning import image_latent
+
+    variant, ref, ours = models[name]
+    seed = 31
+    vae = _video_vae(variant)
+    pos, neg = _embeds(variant.transformer, batch)
+    frames = torch.randint(0, 256, (9, H * 4, W * 4, 3), generator=torch.Generator().manual_seed(6), dtype=torch.uint8)
+    noise = torch.randn(batch, 16, T, H, W, generator=torch.Generator().manual_seed(3))
+
+    pipe = CogVideoXFunControlPipeline(
+        tokenizer=None, text_encoder=None, vae=vae, transformer=ref, scheduler=_reference_scheduler(solver, variant)
+    )
+    expected = pipe(
+        control_video=[[Image.fromarray(f.numpy()) for f in frames]] * batch,
+        height=H * 4,
+        width=W * 4,
+        num_inference_steps=STEPS,
+        guidance_scale=cfg,
+        use_dynamic_cfg=dynamic,
+        generator=torch.Generator().manual_seed(seed),
+        latents=noise.permute(0, 2, 1, 3, 4),  # [B, F, C, h, w]
+        prompt_embeds=pos,
+        negative_prompt_embeds=neg if cfg > 1 else None,
+        output_type="latent",
+        return_dict=False,
+    )[0]
+    assert expected.shape == (batch, T, 16, H, W)
+
+    pixels = frames.permute(3, 0, 1, 2)[None].float() / 255 * 2 - 1  # [1, 3, F, H, W] in [-1, 1]
+    with torch.no_grad():
+        control = image_latent(_our_vae(vae), pixels)  # raw VAE mean (the posterior's mode)
+    model = _Recorder(ours)
+    got = sample(
+        model,
+        variant,
+        torch.zeros(batch, 16, T, H, W),
+        pos,
+        neg,
+        steps=STEPS,
+        cfg=cfg,
+        sampler=solver,
+        generator=torch.Generator().manual_seed(seed),
+        noise=noise,
+        dynamic_cfg=dynamic,
+        concat_latent=control,
+    )
+    diff = (got * variant.scaling_factor - expected.permute(0, 2, 1, 3, 4)).abs().max()
+    assert diff <= TOL, f"max abs diff {diff:.3g}"
+    assert expected.abs().max() > 0.1
+    x = model.inputs[0][0]
+    copies = 2 if cfg > 1 else 1
+    assert x.shape == (copies * batch, 32, T, H, W)
+    assert torch.allclose(x[:, 16:], (control * variant.scaling_factor).expand(copies * batch, -1, -1, -1, -1))
 
 
 class _Recorder(torch.nn.Module):

@@ -32,6 +32,8 @@ T2V = "rel_t2v.safetensors"
 I2V = "rel_i2v.safetensors"
 I2V_LEARNED = "rel_i2v_learned.safetensors"  # learned positions, like 5B-I2V: fits only 9 frames at 64x64
 T2V_INF = "rel_t2v_inf.safetensors"  # an inf weight: the first step's output is not finite
+FUN_INP = "rel_fun_inp.safetensors"  # CogVideoX-Fun InP layout: 33 input channels
+FUN_CONTROL = "rel_fun_control.safetensors"  # CogVideoX-Fun Control layout: 32 channels, no learned positions
 VAE = "rel_vae.safetensors"
 T5 = "rel_t5.safetensors"
 
@@ -61,13 +63,16 @@ _VARIANT = {
 }
 
 
-def _transformer(path: Path, cfg: TransformerConfig, name: str, seed: int, poison: bool = False) -> None:
+def _transformer(
+    path: Path, cfg: TransformerConfig, name: str, seed: int, poison: bool = False, fun: str | None = None
+) -> None:
     torch.manual_seed(seed)
     model = CogVideoXTransformer(cfg)
     if poison:
         with torch.no_grad():
             model.proj_out.weight[0, 0] = float("inf")
-    save_safetensors(model, path, cfg, extra={"variant": {**_VARIANT, "name": name}})
+    variant = {**_VARIANT, "name": name, **({"fun": fun, "scheduler": "ddim"} if fun else {})}
+    save_safetensors(model, path, cfg, extra={"variant": variant})
 
 
 def _t5(path: Path) -> None:
@@ -94,6 +99,12 @@ def ensure_models(models_dir: Path) -> None:
         dm / I2V: lambda p: _transformer(p, _TRANSFORMER.replace(in_channels=32), "rel-i2v", 1),
         dm / I2V_LEARNED: lambda p: _transformer(
             p, _TRANSFORMER.replace(in_channels=32, use_learned_positional_embeddings=True), "rel-i2v-learned", 2
+        ),
+        dm / FUN_INP: lambda p: _transformer(
+            p, _TRANSFORMER.replace(in_channels=33), "rel-fun-inp", 5, fun="inpaint"
+        ),
+        dm / FUN_CONTROL: lambda p: _transformer(
+            p, _TRANSFORMER.replace(in_channels=32), "rel-fun-control", 6, fun="control"
         ),
         vae / VAE: _vae,
         te / T5: _t5,

@@ -60,6 +60,11 @@ def test_workflow_writes_the_expected_video_with_the_workflow_embedded(comfy_cli
     elif "CogVideoXImageToVideo" in {n["class_type"] for n in api.values()}:
         size = _node_inputs(api, "CogVideoXImageToVideo")
         expected = (size["frames"], size["height"], size["width"])
+    elif fun := {"CogVideoXFunInpaintConditioning", "CogVideoXFunControlConditioning"} & {
+        n["class_type"] for n in api.values()
+    }:
+        size = _node_inputs(api, fun.pop())
+        expected = (size["frames"], size["height"], size["width"])
     else:  # video-to-video and the VAE round trip keep the source video's frames (4k+1)
         expected = (info.frames, info.height, info.width)
         assert (info.frames - 1) % 4 == 0
