@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 
 import folder_paths
+from comfy.cli_args import args
 
 from ..cogvideox.video_io import FORMATS, write_video
 from .common import CATEGORY, CogVideoXNodeError
 
-try:  # VIDEO, for core video nodes, exists in ComfyUI >= 0.3.4x
-    from comfy_api.input_impl import VideoFromFile
+try:  # VIDEO, for core video nodes: comfy_api.latest exists in ComfyUI >= 0.3.4x
+    from comfy_api.latest import InputImpl
+
+    VideoFromFile = InputImpl.VideoFromFile
 except ImportError:  # pragma: no cover - older hosts
     VideoFromFile = None
 
@@ -36,7 +39,8 @@ class CogVideoXSaveVideo:
     DISPLAY_NAME = "CogVideoX Save Video"
     DESCRIPTION = (
         "Saves IMAGE frames as a video in ComfyUI's output folder (h264 MP4 or VP9 WebM). The prompt and the "
-        "workflow are embedded in the MP4, so dropping it on the canvas restores the graph."
+        "workflow are embedded in the MP4, so dropping it on the canvas restores the graph (not when ComfyUI "
+        "runs with --disable-metadata)."
     )
     CATEGORY = f"{CATEGORY}/video"
     FUNCTION = "execute"
@@ -89,10 +93,11 @@ class CogVideoXSaveVideo:
         os.makedirs(folder, exist_ok=True)
         name = f"{filename}_{counter:05}_.{FORMATS[format].extension}"
         metadata = {}
-        if prompt is not None:
-            metadata["prompt"] = prompt
-        for key, value in (extra_pnginfo or {}).items():
-            metadata[key] = value
+        if not args.disable_metadata:  # as core's SaveImage / SaveVideo honour the flag
+            if prompt is not None:
+                metadata["prompt"] = prompt
+            for key, value in (extra_pnginfo or {}).items():
+                metadata[key] = value
         path = write_video(os.path.join(folder, name), images, fps, format=format, crf=crf, metadata=metadata)
         ui = {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": (True,)}
         result = (VideoFromFile(path),) if VideoFromFile is not None else ()

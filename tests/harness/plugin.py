@@ -3,7 +3,8 @@
 * ``comfy_host``: one ComfyUI 0.3.75 server per pytest session, the pack symlinked as
   ``custom_nodes/cogvideox_nodes``, models from :mod:`harness.model_files`.
 * ``comfy_client``: a :class:`harness.host.ComfyClient` for it.
-* ``pack_registrations``: the node ids the pack registers, read by importing the pack in a
+* ``pack_probe`` / ``pack_registrations``: the node ids the pack registers (and the node classes
+  its modules define), read by importing the pack in a
   separate process inside the ComfyUI tree (independent of ``/object_info``).
 * ``shipped_workflows``: the stems of ``workflows/*.json`` (UI) with their API twins.
 
@@ -78,9 +79,7 @@ def comfy_client(comfy_host: ComfyHost) -> ComfyClient:
     return comfy_host.client()
 
 
-@pytest.fixture(scope="session")
-def pack_registrations() -> dict[str, dict[str, Any]]:
-    """``{node_id: {"display": ..., "category": ...}}`` as the pack's root module registers them."""
+def _probe_pack() -> dict[str, Any]:
     comfy_dir = comfy_tree.prepare()
     env = dict(os.environ, PYTHONPATH=str(comfy_tree.TORCHVISION_STANDIN))
     proc = subprocess.run(  # noqa: S603 - fixed argv
@@ -89,7 +88,20 @@ def pack_registrations() -> dict[str, dict[str, Any]]:
     )
     if proc.returncode != 0:
         pytest.fail(f"importing the pack inside the ComfyUI tree failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])["nodes"]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def pack_probe() -> dict[str, Any]:
+    """What importing the pack inside the ComfyUI tree shows: ``nodes`` (as the root module
+    registers them) and ``classes`` (every node class its modules define)."""
+    return _probe_pack()
+
+
+@pytest.fixture(scope="session")
+def pack_registrations(pack_probe: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{node_id: {"display": ..., "category": ...}}`` as the pack's root module registers them."""
+    return pack_probe["nodes"]
 
 
 @pytest.hookimpl(hookwrapper=True)
