@@ -13,6 +13,7 @@ A failing test that used the host gets the server's log tail in its report.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -51,27 +52,35 @@ def api_twin(ui_path: Path) -> Path:
     return ui_path.parent / "api" / ui_path.name
 
 
-@pytest.fixture(scope="session")
-def comfy_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyHost]:
-    base = tmp_path_factory.mktemp("comfy-base")
-    settings = base / "user" / "default" / "comfy.settings.json"
-    settings.parent.mkdir(parents=True)
-    settings.write_text(json.dumps(FRONTEND_SETTINGS), encoding="utf-8")
-    host = ComfyHost(
-        base_dir=base,
-        pack_dir=REPO_ROOT,
-        model_files=dict(model_files.MODEL_FILES),
-        model_generators=tuple(model_files.MODEL_GENERATORS),
-        input_dirs=(WORKFLOWS_DIR / "inputs",),
-        startup_timeout=float(os.environ.get("COMFY_STARTUP_TIMEOUT", "300")),
-    )
+@contextlib.contextmanager
+def started_host(base: Path, **kwargs: Any) -> Iterator[ComfyHost]:
+    """A ComfyUI server on ``base`` with the pack (and ``kwargs`` for :class:`ComfyHost`, e.g.
+    ``extra_args``); its log goes into failure reports; stopped on exit."""
+    kwargs.setdefault("startup_timeout", float(os.environ.get("COMFY_STARTUP_TIMEOUT", "300")))
+    host = ComfyHost(base_dir=base, pack_dir=REPO_ROOT, **kwargs)
     _STARTED_HOSTS.append(host)
-    host.start()
+    host.start()  # a failed start leaves the host listed, so its log reaches the report
     try:
         yield host
     finally:
         host.stop()
         _STARTED_HOSTS.remove(host)
+
+
+@pytest.fixture(scope="session")
+def comfy_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyHost]:
+    """The session's server: a fresh base directory (nothing in input/), the frontend settings of
+    a returning user, models from :mod:`harness.model_files`."""
+    base = tmp_path_factory.mktemp("comfy-base")
+    settings = base / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(json.dumps(FRONTEND_SETTINGS), encoding="utf-8")
+    with started_host(
+        base,
+        model_files=dict(model_files.MODEL_FILES),
+        model_generators=tuple(model_files.MODEL_GENERATORS),
+    ) as host:
+        yield host
 
 
 @pytest.fixture(scope="session")
