@@ -50,7 +50,7 @@ TEMPLATE_TITLES = {
 
 
 def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    return " ".join(str(text).split())
 
 
 def _type(spec) -> str:
@@ -67,7 +67,8 @@ def render_page(node_id: str, info: dict) -> str:
     title = TEMPLATE_TITLES[template]
     lines = [f"# {info['display_name']}", "", _cell(info.get("description") or ""), ""]
     lines += [f"![The {title} template, where this node is wired as usual](images/{template}_graph.jpg)", ""]
-    lines += ["## Inputs", "", "| Input | Type | What it does |", "| --- | --- | --- |"]
+    # lists, not tables: the help panel is a narrow side bar
+    lines += ["## Inputs", ""]
     for section in ("required", "optional"):
         for name, spec in info["input"].get(section, {}).items():
             opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
@@ -75,17 +76,17 @@ def render_page(node_id: str, info: dict) -> str:
             if section == "optional":
                 note = f"(optional) {note}"
             default = f" Default: `{opts['default']}`." if "default" in opts else ""
-            lines.append(f"| `{name}` | {_type(spec)} | {note}{default} |")
+            lines.append(f"- **{name}** ({_type(spec)}): {note}{default}")
     outputs = list(zip(info["output_name"], info["output"], info.get("output_tooltips") or [], strict=False))
     if outputs:
-        lines += ["", "## Outputs", "", "| Output | Type | What it is |", "| --- | --- | --- |"]
-        lines += [f"| `{name}` | `{kind}` | {_cell(tip)} |" for name, kind, tip in outputs]
+        lines += ["", "## Outputs", ""]
+        lines += [f"- **{name}** (`{kind}`): {_cell(tip)}" for name, kind, tip in outputs]
     lines += [
         "",
         "## Example",
         "",
         f"Frames of the video the *{template}* template makes with the tiny model that ships with the "
-        "pack (Workflow > Browse Templates > CogVideoX Nodes):",
+        "pack (Templates > Extensions > the pack's folder name):",
         "",
         f"![Frames of the {title} template's video](images/{template}.jpg)",
         "",

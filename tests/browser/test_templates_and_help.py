@@ -44,7 +44,10 @@ def test_the_template_browser_shows_each_template_with_its_thumbnail(comfy_page)
         ui.screenshot_keep_dialogs(comfy_page, SCREENSHOTS / "template_browser.png")
     finally:
         comfy_page.remove_listener("response", record)
-        ui.close_dialogs(comfy_page)
+        close = dialog.locator("button.right-6")  # the dialog's X (Escape does not close this one)
+        if close.count():
+            close.first.click()
+        comfy_page.wait_for_function("() => !document.querySelector('.p-dialog')", timeout=10_000)
     assert shown == STEMS
     assert thumbnails == {f"{stem}.jpg": 200 for stem in STEMS}
     assert images == {stem: 384 for stem in STEMS}, "a card shows no picture (384 px wide thumbnails)"
@@ -58,7 +61,7 @@ def test_a_nodes_info_button_opens_its_help_page_with_pictures(comfy_page):
                                     and r.status == 200) as page_fetch:
         comfy_page.evaluate(
             "() => { const n = app.graph.nodes.find(n => n.type === 'CogVideoXSampler');"
-            " app.canvas.selectNode(n); app.canvas.setDirty(true, true); }"
+            " app.canvas.centerOnNode(n); app.canvas.selectNode(n); app.canvas.setDirty(true, true); }"
         )
         comfy_page.locator("[data-testid='info-button']").click(timeout=30_000)
     assert page_fetch.value.url.endswith("/docs/CogVideoXSampler.md")
