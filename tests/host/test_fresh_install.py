@@ -75,8 +75,8 @@ def test_comfy_lint_finds_no_error_in_the_api_twins(fresh_host):
     pytest.importorskip("comfy_lint", reason="comfy-lint (tools/requirements-test.txt) is not installed")
     report = _lint(fresh_host.url, [api_twin(p) for p in WORKFLOWS])
     assert report["summary"]["files"] == len(WORKFLOWS) and report["summary"]["unreadable"] == 0
-    errors = [d for f in report["files"] for d in f["diagnostics"] if d["severity"] == "error"]
-    assert errors == []
+    diagnostics = [d for f in report["files"] for d in f["diagnostics"]]
+    assert diagnostics == []  # no error, and no warning either (e.g. an input the node does not declare)
     # the same linter on the 0.1 image-to-video twin, which names a file only the tests put in input/
     old = _lint(fresh_host.url, [RELEASED_I2V])
     assert any(d["rule"] == "invalid-enum" for f in old["files"] for d in f["diagnostics"]), old
