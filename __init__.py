@@ -1,7 +1,9 @@
 """CogVideoX Nodes: CogVideoX text-, image- and video-to-video as native ComfyUI nodes.
 
 ComfyUI imports this package from ``custom_nodes/``; the V1 mappings below register the
-nodes. The numerical work lives in the ComfyUI-free library ``cogvideox/``.
+nodes (the literal list of node ids is in ``nodes/__init__.py``). ``web/`` holds the registry
+icon and the node help pages (``web/docs/<NodeId>.md``) that the frontend opens. The numerical
+work lives in the ComfyUI-free library ``cogvideox/``.
 """
 
 import importlib.util
@@ -13,4 +15,7 @@ if importlib.util.find_spec("comfy") is None:
 else:
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+# Served at /extensions/<pack folder>/ (help pages: docs/<NodeId>.md, as the frontend looks for them).
+WEB_DIRECTORY = "./web"
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -17,26 +17,32 @@ from .videocrafter import (
 
 # Node ids, input names and widget order are a public contract: saved workflows must keep
 # loading. Deprecate, never rename.
-_NODES = (
-    CogVideoXModelLoader,
-    CogVideoXVAELoader,
-    CogVideoXT5Loader,
-    CogVideoXTextEncode,
-    CogVideoXEmptyLatent,
-    CogVideoXImageToVideo,
-    CogVideoXVideoToVideo,
-    CogVideoXSampler,
-    CogVideoXVAEDecode,
-    CogVideoXVAEEncode,
-    CogVideoXSaveVideo,
-    VideoCrafterCheckpointLoader,
-    VideoCrafterImageConditioning,
-    VideoCrafterFPS,
-    VideoCrafterEmptyLatent,
-    VideoCrafterSampler,
-    CogVideoXFunInpaintConditioning,
-    CogVideoXFunControlConditioning,
-)
+#
+# A dict literal with string keys, so that tools which read the source without importing it
+# (ComfyUI-Manager's scanner, the registry) find every node id. Adding a node is one line here,
+# appended at the end: "<NodeId>": <NodeClass>. tests/host/test_discoverable_nodes.py fails when
+# this literal and the node classes of nodes/ disagree.
+NODE_CLASS_MAPPINGS = {
+    "CogVideoXModelLoader": CogVideoXModelLoader,
+    "CogVideoXVAELoader": CogVideoXVAELoader,
+    "CogVideoXT5Loader": CogVideoXT5Loader,
+    "CogVideoXTextEncode": CogVideoXTextEncode,
+    "CogVideoXEmptyLatent": CogVideoXEmptyLatent,
+    "CogVideoXImageToVideo": CogVideoXImageToVideo,
+    "CogVideoXVideoToVideo": CogVideoXVideoToVideo,
+    "CogVideoXSampler": CogVideoXSampler,
+    "CogVideoXVAEDecode": CogVideoXVAEDecode,
+    "CogVideoXVAEEncode": CogVideoXVAEEncode,
+    "CogVideoXSaveVideo": CogVideoXSaveVideo,
+    "VideoCrafterCheckpointLoader": VideoCrafterCheckpointLoader,
+    "VideoCrafterImageConditioning": VideoCrafterImageConditioning,
+    "VideoCrafterFPS": VideoCrafterFPS,
+    "VideoCrafterEmptyLatent": VideoCrafterEmptyLatent,
+    "VideoCrafterSampler": VideoCrafterSampler,
+    "CogVideoXFunInpaintConditioning": CogVideoXFunInpaintConditioning,
+    "CogVideoXFunControlConditioning": CogVideoXFunControlConditioning,
+}
 
-NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in _NODES}
-NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: cls.DISPLAY_NAME for cls in _NODES}
+_NODES = tuple(NODE_CLASS_MAPPINGS.values())
+# Each class carries its display name; the scanner reads node ids only, so this one is derived.
+NODE_DISPLAY_NAME_MAPPINGS = {node_id: cls.DISPLAY_NAME for node_id, cls in NODE_CLASS_MAPPINGS.items()}

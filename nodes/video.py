@@ -6,6 +6,7 @@ import logging
 import os
 
 import folder_paths
+from comfy.cli_args import args
 
 from ..cogvideox import frames as fr
 from ..cogvideox.video_io import FORMATS, crf_problems, write_video
@@ -13,8 +14,10 @@ from .common import CATEGORY, CheckedInputs, CogVideoXNodeError
 
 log = logging.getLogger(__name__)
 
-try:  # VIDEO, for core video nodes, exists in ComfyUI >= 0.3.4x
-    from comfy_api.input_impl import VideoFromFile
+try:  # VIDEO, for core video nodes: comfy_api.latest exists in ComfyUI >= 0.3.4x
+    from comfy_api.latest import InputImpl
+
+    VideoFromFile = InputImpl.VideoFromFile
 except ImportError:  # pragma: no cover - older hosts
     VideoFromFile = None
 
@@ -58,7 +61,8 @@ class CogVideoXSaveVideo(CheckedInputs):
     DISPLAY_NAME = "CogVideoX Save Video"
     DESCRIPTION = (
         "Saves IMAGE frames as a video in ComfyUI's output folder (h264 MP4 or VP9 WebM). The prompt and the "
-        "workflow are embedded in the MP4, so dropping it on the canvas restores the graph."
+        "workflow are embedded in the MP4, so dropping it on the canvas restores the graph (not when ComfyUI "
+        "runs with --disable-metadata)."
     )
     CATEGORY = f"{CATEGORY}/video"
     FUNCTION = "execute"
@@ -149,10 +153,11 @@ class CogVideoXSaveVideo(CheckedInputs):
         output_dir = folder_paths.get_output_directory()
         prefix = safe_prefix(node, filename_prefix, output_dir)
         metadata = {}
-        if prompt is not None:
-            metadata["prompt"] = prompt
-        for key, value in (extra_pnginfo or {}).items():
-            metadata[key] = value
+        if not args.disable_metadata:  # as core's SaveImage / SaveVideo honour the flag
+            if prompt is not None:
+                metadata["prompt"] = prompt
+            for key, value in (extra_pnginfo or {}).items():
+                metadata[key] = value
         saved, paths = [], []
         for video in videos:  # one file per video of the batch, each with its own counter
             try:

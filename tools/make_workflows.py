@@ -5,11 +5,18 @@ with the pack, loads every graph into the real frontend in headless Chromium (as
 person's drag-and-drop of an API file does), lays the nodes out in columns, adds
 ``properties.models``, and saves what the frontend serialises:
 
-- ``workflows/<name>.json``      the UI format people drag in and share;
+- ``workflows/<name>.json``      the UI format people drag in and share (ComfyUI lists these
+                                 as the pack's templates);
 - ``workflows/api/<name>.json``  its API twin, exactly ``app.graphToPrompt().output``.
 
-With ``--thumbnails`` it also runs each API twin in the host and saves a frame strip of
-the video to ``workflows/thumbnails/<name>.png``.
+The workflows need nothing but the pack: their inputs are built in the graph from core nodes
+(the image-to-video first frame is a coloured square composited on the grey of the tiny
+model's synthetic clips, the video-to-video source comes from a text-to-video branch), so
+they run on a fresh install with an empty ``input/`` folder.
+
+With ``--thumbnails`` it also runs each API twin in the host and saves a 3x3 grid of the
+video's frames as ``workflows/<name>.jpg``, where the frontend's template browser looks for
+it (``/api/workflow_templates/<pack>/<name>.jpg``).
 
     .venv/bin/python tools/make_workflows.py [--thumbnails]
 """
@@ -26,8 +33,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 from harness.host import ComfyHost, output_files  # noqa: E402
+
+from cogvideox import synthetic  # noqa: E402
 
 log = logging.getLogger("make_workflows")
 
@@ -37,9 +47,6 @@ I2V = "cogvideox_tiny_i2v.safetensors"
 VAE = "cogvideox_tiny_vae.safetensors"
 FUN_INP = "cogvideox_tiny_fun_inp.safetensors"
 FUN_CONTROL = "cogvideox_tiny_fun_control.safetensors"
-FIRST_FRAME = "cogvideox_example_first_frame.png"
-LAST_FRAME = "cogvideox_example_last_frame.png"
-SOURCE_VIDEO = "cogvideox_example_source.mp4"
 SIZE = dict(width=64, height=64)
 SAMPLING = dict(seed=42, steps=25, cfg=6.0, scheduler="auto", dynamic_cfg=False)
 KSAMPLING = dict(seed=42, steps=25, cfg=6.0, sampler_name="euler", scheduler="simple", denoise=1.0)
@@ -49,6 +56,29 @@ MODEL_URL = "https://github.com/cogvideox-nodes/cogvideox-nodes/raw/main/tiny"
 # Where each model file goes in ComfyUI's models/ folder (for properties.models and the README).
 MODEL_FOLDERS = {T5: "text_encoders", T2V: "diffusion_models", I2V: "diffusion_models", VAE: "vae",
                  FUN_INP: "diffusion_models", FUN_CONTROL: "diffusion_models"}
+
+
+def _rgb(colour: tuple[float, float, float]) -> int:
+    """A colour in [0, 1] RGB as core Empty Image's ``color`` integer (0xRRGGBB)."""
+    r, g, b = (round(v * 255) for v in colour)
+    return (r << 16) | (g << 8) | b
+
+
+BACKGROUND = _rgb(synthetic.BACKGROUND)  # the grey of the tiny model's training clips
+
+
+def _square_on_grey(
+    colour: str, x: int, y: int, frames: int = 1, side: int = 16, ids: tuple[str, str, str] = ("11", "14", "12")
+) -> dict:
+    """Core nodes drawing a ``colour`` square with its top-left corner at (x, y) on the grey
+    64x64 canvas, repeated ``frames`` times: the node ``ids[2]`` (canvas, square, composite) outputs the IMAGE."""
+    canvas, square, image = ids
+    return {
+        canvas: _n("EmptyImage", "Grey canvas", **SIZE, batch_size=frames, color=BACKGROUND),
+        square: _n("EmptyImage", f"{colour.capitalize()} square", width=side, height=side, batch_size=1,
+                   color=_rgb(synthetic.PALETTE[colour])),
+        image: _n("ImageCompositeMasked", destination=[canvas, 0], source=[square, 0], x=x, y=y, resize_source=False),
+    }
 
 
 def _n(class_type: str, title: str | None = None, **inputs) -> dict:
@@ -95,8 +125,8 @@ WORKFLOWS: dict[str, dict] = {
     "image_to_video": {
         **_text_nodes("a blue square moving down"),
         "4": _n("CogVideoXModelLoader", model_name=I2V, weight_dtype="auto"),
-        "11": _n("LoadImage", image=FIRST_FRAME),
-        "12": _n("ImageScale", image=["11", 0], upscale_method="bilinear", **SIZE, crop="center"),
+        # the first frame: a blue square near the top (centre (22, 18)), as in the training clips
+        **_square_on_grey("blue", x=14, y=10),
         "5": _n(
             "CogVideoXImageToVideo", positive=["2", 0], negative=["3", 0], vae=["7", 0], image=["12", 0],
             **SIZE, frames=9, batch_size=1, resize_mode="crop", noise_aug_strength=0.0, noise_aug_mode="fixed",
@@ -111,9 +141,16 @@ WORKFLOWS: dict[str, dict] = {
     "video_to_video": {
         **_text_nodes("a green square moving left"),
         "4": _n("CogVideoXModelLoader", model_name=T2V, weight_dtype="auto"),
-        "11": _n("LoadVideo", file=SOURCE_VIDEO),
-        "12": _n("GetVideoComponents", video=["11", 0]),
-        "5": _n("CogVideoXVideoToVideo", vae=["7", 0], images=["12", 0], **SIZE, resize_mode="crop"),
+        # the source clip: a yellow square moving right, from a text-to-video branch
+        "11": _n("CogVideoXTextEncode", "Source prompt", clip=["1", 0], text="a yellow square moving right"),
+        "12": _n("CogVideoXEmptyLatent", **SIZE, frames=9, batch_size=1),
+        "13": _n(
+            "CogVideoXSampler", "Source sampler", model=["4", 0], positive=["11", 0], negative=["3", 0],
+            latent=["12", 0], **SAMPLING, denoise=1.0,
+        ),
+        "14": _n("CogVideoXVAEDecode", "Source decode", vae=["7", 0], samples=["13", 0], tiling="auto",
+                 tile_size=256),
+        "5": _n("CogVideoXVideoToVideo", vae=["7", 0], images=["14", 0], **SIZE, resize_mode="crop"),
         "8": _n(
             "CogVideoXSampler", model=["4", 0], positive=["2", 0], negative=["3", 0], latent=["5", 0],
             **SAMPLING, denoise=0.7,
@@ -132,8 +169,8 @@ WORKFLOWS: dict[str, dict] = {
     "image_to_video_ksampler": {
         **_text_nodes("a blue square moving down"),
         "4": _n("CogVideoXModelLoader", model_name=I2V, weight_dtype="auto"),
-        "11": _n("LoadImage", image=FIRST_FRAME),
-        "12": _n("ImageScale", image=["11", 0], upscale_method="bilinear", **SIZE, crop="center"),
+        # the first frame: a blue square near the top (centre (22, 18)), as in the training clips
+        **_square_on_grey("blue", x=14, y=10),
         "5": _n(
             "CogVideoXImageToVideo", positive=["2", 0], negative=["3", 0], vae=["7", 0], image=["12", 0],
             **SIZE, frames=9, batch_size=1, resize_mode="crop", noise_aug_strength=0.0, noise_aug_mode="fixed",
@@ -157,8 +194,8 @@ WORKFLOWS: dict[str, dict] = {
     },
     "vae_roundtrip": {
         "7": _n("CogVideoXVAELoader", vae_name=VAE, weight_dtype="auto"),
-        "11": _n("LoadVideo", file=SOURCE_VIDEO),
-        "12": _n("GetVideoComponents", video=["11", 0]),
+        # the source clip: 9 frames of a yellow square on grey, made with core image nodes
+        **_square_on_grey("yellow", x=24, y=24, frames=9),
         "5": _n("CogVideoXVAEEncode", vae=["7", 0], images=["12", 0], tiling="auto", tile_size=256),
         **_decode_save(["5", 0], "vae_roundtrip"),
     },
@@ -171,11 +208,12 @@ WORKFLOWS.update({
     "first_last_frame": {
         **_text_nodes("a blue square moving down"),
         "4": _n("CogVideoXModelLoader", model_name=FUN_INP, weight_dtype="auto"),
-        "11": _n("LoadImage", "First frame", image=FIRST_FRAME),
-        "12": _n("LoadImage", "Last frame", image=LAST_FRAME),
+        # first and last frame: a blue square near the top, then 26 px lower
+        **_square_on_grey("blue", x=14, y=10, ids=("11", "16", "17")),
+        **_square_on_grey("blue", x=14, y=36, ids=("18", "19", "12")),
         "5": _n(
             "CogVideoXFunInpaintConditioning", positive=["2", 0], negative=["3", 0], vae=["7", 0], **_FUN_SIZE,
-            noise_aug_strength=0.0563, seed=0, start_image=["11", 0], end_image=["12", 0],
+            noise_aug_strength=0.0563, seed=0, start_image=["17", 0], end_image=["12", 0],
         ),
         "8": _n(
             "CogVideoXSampler", model=["4", 0], positive=["5", 0], negative=["5", 1], latent=["5", 2],
@@ -186,8 +224,8 @@ WORKFLOWS.update({
     "inpaint_video": {
         **_text_nodes("a yellow square moving right"),
         "4": _n("CogVideoXModelLoader", model_name=FUN_INP, weight_dtype="auto"),
-        "11": _n("LoadVideo", file=SOURCE_VIDEO),
-        "12": _n("GetVideoComponents", video=["11", 0]),
+        # the source clip: 9 frames of a yellow square on grey, made with core image nodes
+        **_square_on_grey("yellow", x=10, y=24, frames=9, ids=("11", "16", "12")),
         "13": _n("SolidMask", "Keep", value=0.0, **SIZE),
         "14": _n("SolidMask", "Generate", value=1.0, width=32, height=64),
         "15": _n(
@@ -207,8 +245,8 @@ WORKFLOWS.update({
     "control_video": {
         **_text_nodes("a yellow square moving right"),
         "4": _n("CogVideoXModelLoader", model_name=FUN_CONTROL, weight_dtype="auto"),
-        "11": _n("LoadVideo", file=SOURCE_VIDEO),
-        "12": _n("GetVideoComponents", video=["11", 0]),
+        # the source clip: 9 frames of a yellow square on grey, made with core image nodes
+        **_square_on_grey("yellow", x=10, y=24, frames=9, ids=("11", "16", "12")),
         "13": _n("ImageToMask", image=["12", 0], channel="red"),
         "14": _n("ThresholdMask", "Silhouette", mask=["13", 0], value=0.5),
         "15": _n("MaskToImage", mask=["14", 0]),
@@ -281,10 +319,11 @@ def _build(page, name: str, api: dict) -> tuple[dict, dict]:
 
 
 def _thumbnail(host: ComfyHost, api: dict, dest: Path) -> None:
-    import torch
+    """Run ``api`` and save its video's first 9 frames as a 3x3 grid JPEG (square, as the
+    template browser's cards are), each frame scaled up 2x."""
+    from einops import rearrange
     from PIL import Image
 
-    sys.path.insert(0, str(ROOT))
     from cogvideox.video_io import read_video
 
     client = host.client()
@@ -293,33 +332,11 @@ def _thumbnail(host: ComfyHost, api: dict, dest: Path) -> None:
     with tempfile.NamedTemporaryFile(suffix=".mp4") as tmp:
         tmp.write(client.view(video["filename"], video["subfolder"], video["type"]))
         tmp.flush()
-        frames, _ = read_video(tmp.name)
-    strip = torch.cat(list(frames[:: max(1, len(frames) // 5)][:5]), dim=1)  # [H, 5*W, 3]
-    Image.fromarray((strip * 255).round().byte().numpy()).resize((strip.shape[1] * 2, strip.shape[0] * 2)).save(dest)
-
-
-def make_example_inputs(folder: Path) -> None:
-    """The example inputs the workflows load, drawn like the tiny model's training clips (64x64):
-    a first frame (a blue square near the top), a last frame (the same square 26 px lower) and a
-    9-frame source video (a yellow square moving
-    right). 9 frames: the tiny models have learned positions for at most 9 frames at 64x64."""
-    import torch
-    from PIL import Image
-
-    sys.path.insert(0, str(ROOT))
-    from cogvideox import synthetic
-    from cogvideox.video_io import write_video
-
-    folder.mkdir(parents=True, exist_ok=True)
-    first = synthetic.render("blue", "square", torch.tensor([[22.0, 18.0]]), 17.0)  # [3, 1, H, W] in [-1, 1]
-    pixels = ((first[:, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte()  # [H, W, 3]
-    Image.fromarray(pixels.numpy()).save(folder / FIRST_FRAME)
-    last = synthetic.render("blue", "square", torch.tensor([[22.0, 44.0]]), 17.0)  # 26 px below the first
-    pixels = ((last[:, 0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte()
-    Image.fromarray(pixels.numpy()).save(folder / LAST_FRAME)
-    centres = torch.stack([torch.linspace(18.0, 44.0, 9), torch.full((9,), 32.0)], dim=1)  # [9, (x, y)]
-    video = synthetic.render("yellow", "square", centres, 17.0)  # [3, 9, H, W]
-    write_video(str(folder / SOURCE_VIDEO), ((video + 1) / 2).permute(1, 2, 3, 0).contiguous(), 8.0, crf=12)
+        frames, _ = read_video(tmp.name)  # [F, H, W, 3] in 0..1
+    frames = frames[:9] if len(frames) >= 9 else frames[[round(i * (len(frames) - 1) / 8) for i in range(9)]]
+    grid = rearrange(frames, "(r c) h w ch -> (r h) (c w) ch", r=3)  # [3H, 3W, 3]
+    image = Image.fromarray((grid * 255).round().byte().numpy())
+    image.resize((image.width * 2, image.height * 2), Image.NEAREST).save(dest, quality=90)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -331,15 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = args.only or list(WORKFLOWS)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out, api_out, thumbs = ROOT / "workflows", ROOT / "workflows" / "api", ROOT / "workflows" / "thumbnails"
-    make_example_inputs(out / "inputs")
+    out, api_out = ROOT / "workflows", ROOT / "workflows" / "api"
     api_out.mkdir(parents=True, exist_ok=True)
-    thumbs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as base:
-        host = ComfyHost(base_dir=Path(base), pack_dir=ROOT)
-        host.prepare_base_dir()
-        for example in (ROOT / "workflows" / "inputs").iterdir():
-            shutil.copy(example, Path(base) / "input" / example.name)
+        host = ComfyHost(base_dir=Path(base), pack_dir=ROOT)  # a fresh base directory: input/ stays empty
         host.start()
         try:
             with sync_playwright() as p:
@@ -360,8 +372,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.thumbnails:
                 for name in names:
                     prompt = json.loads((api_out / f"{name}.json").read_text())
-                    _thumbnail(host, prompt, thumbs / f"{name}.png")
-                    log.info("wrote workflows/thumbnails/%s.png", name)
+                    _thumbnail(host, prompt, out / f"{name}.jpg")
+                    log.info("wrote workflows/%s.jpg", name)
         finally:
             host.stop()
     return 0

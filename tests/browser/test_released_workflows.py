@@ -3,6 +3,8 @@
 Later releases add optional inputs at the end of nodes. A saved UI workflow has fewer widget
 values than the node now has widgets: the frontend must load it without complaint and fill the
 new widgets with their defaults, and an old API prompt (without the new inputs) must still run.
+Release 0.1's image- and video-to-video workflows load example files from ``input/``; like a
+user who has them, the tests upload them first (``workflows_v0_1/inputs``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ RELEASED = Path(__file__).resolve().parents[1] / "fixtures" / "workflows_v0_1"
 CASES = sorted(RELEASED.glob("*.json"))
 
 
+@pytest.fixture(scope="module")
+def released_inputs(comfy_client) -> list[str]:
+    """The 0.1 example files in the host's input/, as a user of 0.1 had them."""
+    return [comfy_client.upload_image(p)["name"] for p in sorted((RELEASED / "inputs").iterdir())]
+
+
 def with_new_defaults(api: dict, object_info: dict) -> dict:
     """``api`` plus the default of every optional widget input it lacks (what the frontend fills in)."""
     out = copy.deepcopy(api)
@@ -32,7 +40,9 @@ def with_new_defaults(api: dict, object_info: dict) -> dict:
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
-def test_a_released_workflow_loads_with_defaults_for_the_new_inputs(comfy_page, comfy_client, path: Path):
+def test_a_released_workflow_loads_with_defaults_for_the_new_inputs(
+    comfy_page, comfy_client, released_inputs, path: Path
+):
     workflow = json.loads(path.read_text())
     state = ui.drop_workflow(comfy_page, workflow, path.name)
     assert ui.load_problems(state) == []

@@ -121,6 +121,13 @@ def nodes_with_errors(page) -> list[str]:
     )
 
 
+def screenshot_keep_dialogs(page, dest: Path) -> Path:
+    """The page as it is now, dialogs and panels included."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(dest))
+    return dest
+
+
 def screenshot(page, dest: Path) -> Path:
     close_dialogs(page)
     page.mouse.move(VIEWPORT["width"] / 2, VIEWPORT["height"] / 2)

@@ -3,7 +3,8 @@
 * ``comfy_host``: one ComfyUI 0.3.75 server per pytest session, the pack symlinked as
   ``custom_nodes/cogvideox_nodes``, models from :mod:`harness.model_files`.
 * ``comfy_client``: a :class:`harness.host.ComfyClient` for it.
-* ``pack_registrations``: the node ids the pack registers, read by importing the pack in a
+* ``pack_probe`` / ``pack_registrations``: the node ids the pack registers (and the node classes
+  its modules define), read by importing the pack in a
   separate process inside the ComfyUI tree (independent of ``/object_info``).
 * ``shipped_workflows``: the stems of ``workflows/*.json`` (UI) with their API twins.
 
@@ -12,6 +13,7 @@ A failing test that used the host gets the server's log tail in its report.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -50,22 +52,14 @@ def api_twin(ui_path: Path) -> Path:
     return ui_path.parent / "api" / ui_path.name
 
 
-@pytest.fixture(scope="session")
-def comfy_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyHost]:
-    base = tmp_path_factory.mktemp("comfy-base")
-    settings = base / "user" / "default" / "comfy.settings.json"
-    settings.parent.mkdir(parents=True)
-    settings.write_text(json.dumps(FRONTEND_SETTINGS), encoding="utf-8")
-    host = ComfyHost(
-        base_dir=base,
-        pack_dir=REPO_ROOT,
-        model_files=dict(model_files.MODEL_FILES),
-        model_generators=tuple(model_files.MODEL_GENERATORS),
-        input_dirs=(WORKFLOWS_DIR / "inputs",),
-        startup_timeout=float(os.environ.get("COMFY_STARTUP_TIMEOUT", "300")),
-    )
+@contextlib.contextmanager
+def started_host(base: Path, **kwargs: Any) -> Iterator[ComfyHost]:
+    """A ComfyUI server on ``base`` with the pack (and ``kwargs`` for :class:`ComfyHost`, e.g.
+    ``extra_args``); its log goes into failure reports; stopped on exit."""
+    kwargs.setdefault("startup_timeout", float(os.environ.get("COMFY_STARTUP_TIMEOUT", "300")))
+    host = ComfyHost(base_dir=base, pack_dir=REPO_ROOT, **kwargs)
     _STARTED_HOSTS.append(host)
-    host.start()
+    host.start()  # a failed start leaves the host listed, so its log reaches the report
     try:
         yield host
     finally:
@@ -74,13 +68,27 @@ def comfy_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyHost]:
 
 
 @pytest.fixture(scope="session")
+def comfy_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyHost]:
+    """The session's server: a fresh base directory (nothing in input/), the frontend settings of
+    a returning user, models from :mod:`harness.model_files`."""
+    base = tmp_path_factory.mktemp("comfy-base")
+    settings = base / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(json.dumps(FRONTEND_SETTINGS), encoding="utf-8")
+    with started_host(
+        base,
+        model_files=dict(model_files.MODEL_FILES),
+        model_generators=tuple(model_files.MODEL_GENERATORS),
+    ) as host:
+        yield host
+
+
+@pytest.fixture(scope="session")
 def comfy_client(comfy_host: ComfyHost) -> ComfyClient:
     return comfy_host.client()
 
 
-@pytest.fixture(scope="session")
-def pack_registrations() -> dict[str, dict[str, Any]]:
-    """``{node_id: {"display": ..., "category": ...}}`` as the pack's root module registers them."""
+def _probe_pack() -> dict[str, Any]:
     comfy_dir = comfy_tree.prepare()
     env = dict(os.environ, PYTHONPATH=str(comfy_tree.TORCHVISION_STANDIN))
     proc = subprocess.run(  # noqa: S603 - fixed argv
@@ -89,7 +97,20 @@ def pack_registrations() -> dict[str, dict[str, Any]]:
     )
     if proc.returncode != 0:
         pytest.fail(f"importing the pack inside the ComfyUI tree failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])["nodes"]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def pack_probe() -> dict[str, Any]:
+    """What importing the pack inside the ComfyUI tree shows: ``nodes`` (as the root module
+    registers them) and ``classes`` (every node class its modules define)."""
+    return _probe_pack()
+
+
+@pytest.fixture(scope="session")
+def pack_registrations(pack_probe: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{node_id: {"display": ..., "category": ...}}`` as the pack's root module registers them."""
+    return pack_probe["nodes"]
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -2,8 +2,10 @@
 
 Usage: ``cd build/comfyui && python <this file> <pack dir>``. Imports the pack the way
 ComfyUI's ``load_custom_node`` does (as a package from its folder, with ComfyUI's own modules
-importable) and prints ``{"nodes": {id: {"display": ..., "category": ...}}}``. This gives the
-host tests an account of the pack's registrations independent of ``/object_info``.
+importable) and prints ``{"nodes": {id: {"display": ..., "category": ...}}, "classes": [...]}``,
+where ``classes`` names every node class (V1: ``INPUT_TYPES`` and ``FUNCTION``; V3: a
+``define_schema``) defined in the pack's modules, registered or not. This gives the host tests
+an account of the pack's registrations independent of ``/object_info``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,21 @@ def main(pack_dir: str) -> int:
         node_id: {"display": names.get(node_id), "category": getattr(cls, "CATEGORY", None)}
         for node_id, cls in mappings.items()
     }
-    sys.stdout.write(json.dumps({"nodes": nodes}) + "\n")
+    classes = sorted(
+        {
+            name
+            for mod_name, mod in list(sys.modules.items())
+            if mod_name.startswith(spec.name + ".")
+            for name, obj in vars(mod).items()
+            if isinstance(obj, type)
+            and obj.__module__ == mod_name
+            and (
+                (hasattr(obj, "INPUT_TYPES") and hasattr(obj, "FUNCTION"))
+                or callable(getattr(obj, "define_schema", None))
+            )
+        }
+    )
+    sys.stdout.write(json.dumps({"nodes": nodes, "classes": classes}) + "\n")
     return 0
 
 

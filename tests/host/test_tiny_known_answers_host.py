@@ -1,7 +1,8 @@
 """Known answers of the shipped tiny model through the nodes in the real host (issue 5 acceptance).
 
 The shipped API twins run as a user's queue would run them, only the prompt text (and for
-image-to-video the uploaded first frame) changed; the saved MP4s are read back and analysed:
+image-to-video the first frame: each case's image, uploaded and loaded with core Load Image in
+place of the template's built-in square) changed; the saved MP4s are read back and analysed:
 the object's colour, the way its centroid moves, and for image-to-video how closely frame 0
 keeps the given image. ``tests/core/test_tiny_known_answers.py`` checks the same model through
 the library alone (and that the checks fail on a broken model).
@@ -74,7 +75,8 @@ def test_image_to_video_through_the_nodes_keeps_the_first_frame_and_moves_as_cap
         png = folder / f"cogvideox_kat_first_frame_{k}.png"
         Image.fromarray(pixels.numpy()).save(png)
         api = copy.deepcopy(base)
-        _node(api, "LoadImage")["image"] = comfy_client.upload_image(png)["name"]
+        api["kat_image"] = {"class_type": "LoadImage", "inputs": {"image": comfy_client.upload_image(png)["name"]}}
+        _node(api, "CogVideoXImageToVideo")["image"] = ["kat_image", 0]
         prompt = synthetic.caption_for(colour, shape, direction)
         _node(api, "CogVideoXTextEncode", "Positive prompt")["text"] = prompt
         video = run_video(comfy_client, api)
