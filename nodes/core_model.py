@@ -31,6 +31,7 @@ from ..cogvideox import schedules
 from ..cogvideox.conditioning import i2v_condition
 from ..cogvideox.configs import SchedulerConfig, Variant
 from ..cogvideox.pipeline import pad_front, scale_image_latent
+from .common import CogVideoXNodeError
 from .latents import IMAGE_LATENT_KEY as PACK_IMAGE_KEY
 from .latents import IMAGE_SCALING_KEY as PACK_SCALING_KEY
 
@@ -48,11 +49,11 @@ WINDOW_NODE = "ContextWindowsManual"
 FRAME_DIM = 2  # [B, C, T, h, w]
 
 
-class CogVideoXCoreError(ValueError):
+class CogVideoXCoreError(CogVideoXNodeError):
     """A problem with what a core node gave the CogVideoX MODEL: the node, what and the fix."""
 
     def __init__(self, message: str, node: str = SAMPLER_NODES):
-        super().__init__(f"{node} on the {MODEL_NAME}: {message}")
+        super().__init__(f"{node} on the {MODEL_NAME}", message)
 
 
 class CogVideoXLatentFormat(comfy.latent_formats.LatentFormat):
