@@ -25,7 +25,7 @@ to the current RSS), decodes once and reports ``VmHWM - VmRSS before``: the extr
 memory the decode needed, measured the same way for both libraries, with no allocator state
 left over from an earlier run. The time in those rows is that single (cold) decode.
 
-Usage: ``python tools/benchmark.py [--quick] [--only transformer|vae|pipeline|cache]``.
+Usage: ``python tools/benchmark.py [--quick] [--only transformer|vae|pipeline|cache|ops|corevae]``.
 The full run writes ``artifacts/benchmark.md`` (``--out`` to change; ``--out ''`` to skip).
 """
 
@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(THREADS)
     repeats = args.repeats or (1 if args.quick else 5)
-    sections = [args.only] if args.only else ["transformer", "vae", "pipeline", "cache"]
+    sections = [args.only] if args.only else ["transformer", "vae", "pipeline", "cache", "ops", "corevae"]
     rows: list[Row] = []
     for section in sections:
         log.info("running %s ...", section)
