@@ -11,7 +11,6 @@ import torch
 
 from ..cogvideox import frames as fr
 from ..cogvideox import vae_tiling
-from ..cogvideox.vae import CogVideoXVAE as CogVideoXVAEModule
 from .common import CATEGORY, VAE_TYPE, CheckedInputs, CogVideoXNodeError
 
 log = logging.getLogger(__name__)
@@ -41,11 +40,13 @@ def _tile_inputs() -> dict:
 
 def _vae_on_device(vae, memory_required: int, node: str = "CogVideoX VAE"):
     """Loads the VAE through ComfyUI's memory manager; returns (module, device, dtype)."""
-    if not isinstance(getattr(getattr(vae, "patcher", None), "model", None), CogVideoXVAEModule):
+    module = getattr(getattr(vae, "patcher", None), "model", None)
+    # by its API, not isinstance: the library may be imported under two package names (the pack's, top-level)
+    if not all(hasattr(module, name) for name in ("decode_tile", "encode_moments", "spatial_factor")):
         raise CogVideoXNodeError(
             node,
             f"this node takes the CogVideoX VAE (from CogVideoX VAE Loader), got {type(vae).__name__} "
-            f"holding {type(getattr(getattr(vae, 'patcher', None), 'model', None)).__name__}: an image model's "
+            f"holding {type(module).__name__}: an image model's "
             "VAE cannot encode or decode CogVideoX video latents. Load the CogVideoX VAE with CogVideoX VAE Loader.",
         )
     mm.load_models_gpu([vae.patcher], memory_required=memory_required)

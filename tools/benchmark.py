@@ -29,7 +29,7 @@ to the current RSS), decodes once and reports ``VmHWM - VmRSS before``: the extr
 memory the decode needed, measured the same way for both libraries, with no allocator state
 left over from an earlier run. The time in those rows is that single (cold) decode.
 
-Usage: ``python tools/benchmark.py [--quick] [--only transformer|vae|pipeline|cache|core]``.
+Usage: ``python tools/benchmark.py [--quick] [--only transformer|vae|pipeline|cache|core|ops|corevae]``.
 The full run writes ``artifacts/benchmark.md`` (``--out`` to change; ``--out ''`` to skip).
 """
 

@@ -125,6 +125,38 @@ def main(pack_dir: str) -> int:
         weight_restored=bool(torch.equal(target.weight, original) and not target.weight_function),
     )
 
+    # fp8 weights in the file: kept fp8, run through manual cast
+    import tempfile
+
+    import folder_paths
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    loading = sys.modules["cogvideox_nodes_probe.cogvideox.loading"]
+    src = folder_paths.get_full_path("diffusion_models", "cogvideox_tiny_t2v.safetensors")
+    with safe_open(src, framework="pt") as f:
+        metadata = f.metadata()
+    state = {
+        k: v.to(torch.float8_e4m3fn) if k.startswith("transformer_blocks.") and v.ndim == 2 else v
+        for k, v in load_file(src).items()
+    }
+    tmp = tempfile.mkdtemp()
+    save_file(state, os.path.join(tmp, "tiny_fp8.safetensors"), metadata=metadata)
+    folder_paths.add_model_folder_path("diffusion_models", tmp)
+    model8, _ = nodes["CogVideoXModelLoader"]().execute("tiny_fp8.safetensors", "fp32", "fp8_e4m3fn")
+    net8 = model8.patcher.model
+    upcast, _ = loading.load_transformer(os.path.join(tmp, "tiny_fp8.safetensors"), dtype=torch.float32)
+    with torch.inference_mode():
+        z8 = pipeline.sample(net8, model8.variant, latent, pos, neg, steps=4, cfg=4.0, seed=3)
+        z_up = pipeline.sample(upcast, model8.variant, latent, pos, neg, steps=4, cfg=4.0, seed=3)
+    result["fp8"] = {
+        "ops": sorted({type(m).__qualname__ for m in net8.modules() if hasattr(m, "comfy_cast_weights")}),
+        "block_weight_dtype": str(net8.transformer_blocks[0].attn1.to_q.weight.dtype),
+        "other_weight_dtype": str(net8.proj_out.weight.dtype),
+        "max_abs_diff_vs_upcast": float((z8 - z_up).abs().max()),
+        "changed_vs_fp32": float((z8 - z_full).abs().max()),
+    }
+
     # core VAE nodes against ours on a sampled latent
     z = z_full
     ours_img = nodes["CogVideoXVAEDecode"]().execute(ours_vae, {"samples": z}, "auto", 256)[0]

@@ -53,6 +53,16 @@ def test_weight_patch_applies_to_a_streamed_layer(probe):
     assert patch["weight_restored"], patch
 
 
+def test_fp8_file_runs_through_manual_cast(probe):
+    """A file with fp8 block weights keeps them fp8 (weight_storage is then not applied) and its
+    layers upcast per call: the same latents as the file upcast to float32 on load."""
+    fp8 = probe["fp8"]
+    assert fp8["block_weight_dtype"] == "torch.float8_e4m3fn" and fp8["other_weight_dtype"] == "torch.float32"
+    assert all(name.startswith("manual_cast.") for name in fp8["ops"]), fp8["ops"]
+    assert fp8["max_abs_diff_vs_upcast"] <= 1e-5, fp8
+    assert fp8["changed_vs_fp32"] > 0, fp8  # the fp8 rounding is real, so this compared something
+
+
 def test_core_vae_decode_and_encode_equal_ours(probe):
     vae = probe["vae"]
     assert vae["core_images"] == vae["ours_images"] and vae["core_images"][0] == vae["frames_expected"]
@@ -86,3 +96,28 @@ def test_wrong_vae_and_latent_get_clear_errors(probe):
     for name in ("CogVideoXVAEDecode", "CogVideoXVAEEncode"):
         message = errors[f"sd_vae_to_{name}"]
         assert "CogVideoXNodeError" in message and "CogVideoX VAE Loader" in message, message
+
+
+def test_core_vae_nodes_decode_in_a_served_graph(comfy_client):
+    """The shipped text-to-video graph with CogVideoX VAE Decode swapped for core VAE Decode
+    (Tiled) on the loader's core_vae output: ComfyUI accepts the link and the video keeps its
+    4k+1 frames; core VAE Encode of those frames then feeds core VAE Decode."""
+    from harness.host import output_files
+
+    api = json.loads((ROOT / "workflows" / "api" / "text_to_video.json").read_text())
+    ids = {n["class_type"]: k for k, n in api.items()}
+    api[ids["CogVideoXSampler"]]["inputs"]["steps"] = 3
+    decode = ids["CogVideoXVAEDecode"]
+    api[decode] = {
+        "class_type": "VAEDecodeTiled",
+        "inputs": {"samples": [ids["CogVideoXSampler"], 0], "vae": [ids["CogVideoXVAELoader"], 1],
+                   "tile_size": 64, "overlap": 32, "temporal_size": 8, "temporal_overlap": 4},
+    }  # fmt: skip
+    api["90"] = {"class_type": "VAEEncode", "inputs": {"pixels": [decode, 0], "vae": [ids["CogVideoXVAELoader"], 1]}}
+    api["91"] = {"class_type": "VAEDecode", "inputs": {"samples": ["90", 0], "vae": [ids["CogVideoXVAELoader"], 1]}}
+    api["92"] = {"class_type": "SaveImage", "inputs": {"images": ["91", 0], "filename_prefix": "corevae/roundtrip"}}
+    entry = comfy_client.run(api, timeout=900)
+    files = output_files(entry)
+    frames = api[ids["CogVideoXEmptyLatent"]]["inputs"]["frames"]
+    assert len([f for f in files if f["filename"].endswith(".png")]) == frames
+    assert any(f["filename"].endswith(".mp4") for f in files), files
