@@ -2,6 +2,7 @@
 
 from .latents import CogVideoXEmptyLatent, CogVideoXImageToVideo, CogVideoXVideoToVideo
 from .loaders import CogVideoXModelLoader, CogVideoXT5Loader, CogVideoXVAELoader
+from .lora import CogVideoXLoRA
 from .sampling import CogVideoXSampler
 from .text import CogVideoXTextEncode
 from .vae import CogVideoXVAEDecode, CogVideoXVAEEncode
@@ -21,6 +22,7 @@ _NODES = (
     CogVideoXVAEDecode,
     CogVideoXVAEEncode,
     CogVideoXSaveVideo,
+    CogVideoXLoRA,
 )
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in _NODES}

@@ -15,7 +15,7 @@ from ..cogvideox import frames as fr
 from ..cogvideox import pipeline, preview
 from ..cogvideox.offload import enable_block_swap, resident_bytes
 from ..cogvideox.samplers import SAMPLERS
-from .common import CATEGORY, MODEL_TYPE, CogVideoXNodeError
+from .common import CATEGORY, MODEL_TYPE, CogVideoXNodeError, network
 from .latents import IMAGE_LATENT_KEY, IMAGE_SCALING_KEY
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,19 @@ def _context(node: str, conditioning, which: str) -> tuple[torch.Tensor, dict]:
     return cond, extra
 
 
+def _patch_weights(patcher) -> None:
+    """Apply the patcher's weight patches (LoRAs) where the weights are, for a model the memory
+    manager does not load (block swap). Another clone's patches are taken off first (the clones
+    share one backup of the original weights); patches already in place stay."""
+    model = patcher.model
+    current = getattr(model, "current_weight_patches_uuid", None)
+    if current is not None and current == patcher.patches_uuid:
+        return
+    if current is not None:
+        patcher.unpatch_model(patcher.offload_device)
+    patcher.patch_model(device_to=patcher.offload_device)
+
+
 @contextlib.contextmanager
 def _on_device(node: str, model) -> Iterator[torch.device]:
     """Put the transformer where it computes, for the length of the ``with``.
@@ -56,13 +69,14 @@ def _on_device(node: str, model) -> Iterator[torch.device]:
         mm.load_models_gpu([patcher])
         yield device
         return
-    mm.free_memory(resident_bytes(patcher.model, count) + mm.minimum_inference_memory(), device)
-    swap = enable_block_swap(patcher.model, count, device, offload)
+    mm.free_memory(resident_bytes(network(patcher), count) + mm.minimum_inference_memory(), device)
+    _patch_weights(patcher)
+    swap = enable_block_swap(network(patcher), count, device, offload)
     try:
         yield device
     finally:
         swap.remove()
-        patcher.model.to(offload)
+        network(patcher).to(offload)
         log.info("%s: block swap moved %d blocks in during the run", node, swap.loads)
         mm.soft_empty_cache()
 
@@ -225,7 +239,7 @@ class CogVideoXSampler:
         try:
             with _on_device(node, model) as device:
                 out = pipeline.sample(
-                    model.patcher.model,
+                    network(model.patcher),
                     variant,
                     samples.to(device, torch.float32),
                     pos.to(device),
