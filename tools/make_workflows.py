@@ -35,6 +35,7 @@ T5 = "cogvideox_tiny_t5.safetensors"
 T2V = "cogvideox_tiny_t2v.safetensors"
 I2V = "cogvideox_tiny_i2v.safetensors"
 VAE = "cogvideox_tiny_vae.safetensors"
+LORA = "cogvideox_tiny_blue_lora.safetensors"
 FIRST_FRAME = "cogvideox_example_first_frame.png"
 SOURCE_VIDEO = "cogvideox_example_source.mp4"
 SIZE = dict(width=64, height=64)
@@ -43,7 +44,7 @@ SAMPLING = dict(seed=42, steps=25, cfg=6.0, scheduler="auto", dynamic_cfg=False)
 # The tiny model ships in the repo under tiny/<folder>/; this is where it can be fetched from.
 MODEL_URL = "https://github.com/cogvideox-nodes/cogvideox-nodes/raw/main/tiny"
 # Where each model file goes in ComfyUI's models/ folder (for properties.models and the README).
-MODEL_FOLDERS = {T5: "text_encoders", T2V: "diffusion_models", I2V: "diffusion_models", VAE: "vae"}
+MODEL_FOLDERS = {T5: "text_encoders", T2V: "diffusion_models", I2V: "diffusion_models", VAE: "vae", LORA: "loras"}
 
 
 def _n(class_type: str, title: str | None = None, **inputs) -> dict:
@@ -86,6 +87,17 @@ WORKFLOWS: dict[str, dict] = {
             **SAMPLING, denoise=1.0,
         ),
         **_decode_save(["8", 0], "text_to_video"),
+    },
+    "text_to_video_lora": {  # the shipped tiny LoRA draws every shape blue, whatever the caption asks
+        **_text_nodes("a red square moving right"),
+        "4": _n("CogVideoXModelLoader", model_name=T2V, weight_dtype="auto"),
+        "6": _n("CogVideoXLoRA", model=["4", 0], lora_name=LORA, strength=1.0, alpha_mode="auto"),
+        "5": _n("CogVideoXEmptyLatent", **SIZE, frames=9, batch_size=1),
+        "8": _n(
+            "CogVideoXSampler", model=["6", 0], positive=["2", 0], negative=["3", 0], latent=["5", 0],
+            **SAMPLING, denoise=1.0,
+        ),
+        **_decode_save(["8", 0], "text_to_video_lora"),
     },
     "image_to_video": {
         **_text_nodes("a blue square moving down"),
@@ -216,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--thumbnails", action="store_true", help="also run each workflow for a frame strip")
+    parser.add_argument("--only", nargs="+", choices=list(WORKFLOWS), help="build only these workflows")
     args = parser.parse_args(argv)
+    workflows = {name: WORKFLOWS[name] for name in (args.only or WORKFLOWS)}
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out, api_out, thumbs = ROOT / "workflows", ROOT / "workflows" / "api", ROOT / "workflows" / "thumbnails"
     make_example_inputs(out / "inputs")
@@ -238,14 +252,14 @@ def main(argv: list[str] | None = None) -> int:
                 page = browser.new_page(viewport={"width": 1800, "height": 1000})
                 page.goto(host.url)
                 page.wait_for_function("() => window.app && window.app.graph", timeout=120_000)
-                for name, api in WORKFLOWS.items():
+                for name, api in workflows.items():
                     ui, prompt = _build(page, name, api)
                     (out / f"{name}.json").write_text(json.dumps(ui, indent=2) + "\n")
                     (api_out / f"{name}.json").write_text(json.dumps(prompt, indent=2) + "\n")
                     log.info("wrote workflows/%s.json and workflows/api/%s.json", name, name)
                 browser.close()
             if args.thumbnails:
-                for name in WORKFLOWS:
+                for name in workflows:
                     prompt = json.loads((api_out / f"{name}.json").read_text())
                     _thumbnail(host, prompt, thumbs / f"{name}.png")
                     log.info("wrote workflows/thumbnails/%s.png", name)

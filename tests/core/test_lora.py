@@ -208,3 +208,30 @@ def test_bad_files(setup, tmp_path, caplog, tiny_transformer_configs):
         lora = L.load_lora(tmp_path / "mixed.safetensors", targets)
     assert len(lora.layers) == 8
     assert "3 LoRA keys match no CogVideoX layer" in caplog.text
+
+
+def test_patches_reach_compiled_blocks(setup):
+    """ModelPatcher puts new weight Parameters on the layers (and puts the old ones back): blocks
+    compiled before (dynamo; the eager backend, so no C++ toolchain is needed) compute with them."""
+    from cogvideox.compile import compile_blocks
+
+    cfg, _, ours, targets, tmp = setup
+    lora = L.load_lora(tmp / "a.safetensors", targets)
+    model = CogVideoXTransformer(cfg).eval()
+    model.load_state_dict(ours.state_dict())
+    merged = CogVideoXTransformer(cfg).eval()
+    merged.load_state_dict(ours.state_dict())
+    L.merge(merged, lora, 0.7)
+    compile_blocks(model, backend="eager")
+    base = _run(lambda x, c, t: model(x, t, c), cfg)
+    modules = dict(model.named_modules())
+    originals = {name: modules[name].weight for name in lora.layers}
+    for name, layer in lora.layers.items():  # what comfy.utils.set_attr_param does
+        modules[name].weight = torch.nn.Parameter(originals[name] + 0.7 * layer.delta(), requires_grad=False)
+    patched = _run(lambda x, c, t: model(x, t, c), cfg)
+    for name, weight in originals.items():
+        modules[name].weight = weight
+    restored = _run(lambda x, c, t: model(x, t, c), cfg)
+    expected = _run(lambda x, c, t: merged(x, t, c), cfg)
+    assert (patched - expected).abs().max() <= 1e-5
+    assert torch.equal(restored, base)
