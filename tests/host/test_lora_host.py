@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from harness import lora_files
+from harness import comfy_tree, lora_files
 from harness import reliability_models as rm
 from harness.host import ExecutionFailed
-from harness.known_answers import run_video
+from harness.known_answers import MIN_ACCURACY, T2V_CASES, run_video
 from harness.reliability import assert_clear_error, assert_still_serves, execution_error
 
 from cogvideox import synthetic
@@ -46,6 +49,29 @@ def _graph(*loras: tuple[str, float], loader: dict | None = None, prefix: str = 
         if node["class_type"] == "CogVideoXSaveVideo":
             node["inputs"]["filename_prefix"] = prefix
     return api
+
+
+def test_patches_in_the_memory_manager_match_the_library_merge_and_come_off_bit_for_bit(tmp_path):
+    """The node's patches through ComfyUI's memory manager (``load_models_gpu``, and the sampler's
+    block-swap path), one transformer forward per setting on one loaded model: none, 1.0, 0.5, 1.0,
+    none, 0.0. Each equals ``cogvideox.lora.merge`` at that strength; without the LoRA (removed,
+    or strength 0) the output is the base model's bit for bit."""
+    comfy_dir = comfy_tree.prepare()
+    env = dict(os.environ, PYTHONPATH=str(comfy_tree.TORCHVISION_STANDIN))
+    probe = Path(__file__).resolve().parents[1] / "harness" / "probe_lora_patches.py"
+    proc = subprocess.run(  # noqa: S603 - fixed argv
+        [sys.executable, str(probe), str(ROOT), str(tmp_path)], cwd=comfy_dir, env=env, capture_output=True,
+        text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for path, steps in result.items():
+        assert [s["strength"] for s in steps] == [None, 1.0, 0.5, 1.0, None, 0.0], path
+        for step in steps:
+            assert step["max_diff_from_merge"] <= 1e-6, (path, step)
+            assert step["bit_equal_to_base_merge"] == (not step["strength"]), (path, step)
+            if step["strength"]:
+                assert step["max_diff_from_base"] > 0.1, (path, step)  # the LoRA shows
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +144,27 @@ def test_bad_lora_files_get_a_clear_error_and_the_server_keeps_serving(comfy_cli
     assert_clear_error(execution_error(failed.value), NODE, NODE_NAME, name, *needles)
     assert not (comfy_host.base_dir / "models" / lora_files.PICKLE_MARKER).exists(), "the pickle was loaded"
     assert_still_serves(comfy_client, prefix="lora/after")
+
+
+def test_the_shipped_tiny_lora_draws_every_shape_blue_through_the_nodes(comfy_client):
+    """workflows/api/text_to_video_lora.json with each of the 16 known-answer captions: the object
+    (dominant palette colour over all frames) is blue on >= 90% at strength 1 and only on the
+    base rate (the blue captions, 4 of 16) at strength 0."""
+    base = json.loads((ROOT / "workflows" / "api" / "text_to_video_lora.json").read_text())
+    blue, lines = {1.0: 0, 0.0: 0}, []
+    for strength in blue:
+        for colour, shape, direction in T2V_CASES:
+            api = copy.deepcopy(base)
+            prompt = synthetic.caption_for(colour, shape, direction)
+            for node in api.values():
+                if node["class_type"] == "CogVideoXTextEncode" and node["inputs"]["text"]:
+                    node["inputs"]["text"] = prompt
+                if node["class_type"] == NODE:
+                    node["inputs"]["strength"] = strength
+            seen = synthetic.video_colour(run_video(comfy_client, api))
+            blue[strength] += seen == "blue"
+            lines.append(f"strength {strength}: {prompt!r} -> {seen}")
+    print("\n".join([f"blue at strength 1: {blue[1.0]}/16, at strength 0: {blue[0.0]}/16", *lines]))
+    base_rate = sum(c == "blue" for c, _, _ in T2V_CASES)
+    assert blue[1.0] / len(T2V_CASES) >= MIN_ACCURACY, "\n".join(lines)
+    assert blue[0.0] <= base_rate + 1, "\n".join(lines)

@@ -478,11 +478,23 @@ class RecolouredSet(LatentSet):
         self.caption_index = torch.tensor([self.prompts.index(c) for c in captions])
 
 
+def save_lora(adapters: dict, names: list[str], rank: int) -> None:
+    """The adapters as a diffusers/PEFT LoRA; ``lora_alpha = r`` in the header (scale 1)."""
+    from cogvideox.lora import METADATA_KEY
+
+    state = {}
+    for name, a in adapters.items():
+        state[f"transformer.{name}.lora_A.weight"] = a.down.detach().contiguous().clone()
+        state[f"transformer.{name}.lora_B.weight"] = a.up.detach().contiguous().clone()
+    config = {"transformer.r": rank, "transformer.lora_alpha": rank, "transformer.target_modules": names}
+    LORA_PATH.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(LORA_PATH), metadata={"format": "pt", METADATA_KEY: json.dumps(config)})
+
+
 def stage_lora(args) -> None:
     from torch.nn.utils import parametrize
 
     from cogvideox.loading import load_transformer
-    from cogvideox.lora import METADATA_KEY
 
     vae = load_vae(VAE_PATH).float().eval()
     gen = set_seed(args.seed + 21)
@@ -517,17 +529,12 @@ def stage_lora(args) -> None:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if args.save_every and (step + 1) % args.save_every == 0:
+            save_lora(adapters, names, args.lora_rank)  # a checkpoint, so a run can be stopped early
         if step % args.log_every == 0 or step == args.lora_steps - 1:
             log.info("lora step %d/%d loss %.4f (avg %.4f) (%.0f s)", step, args.lora_steps, loss.item(), running,
                      time.time() - t0)
-    state = {}
-    for name, a in adapters.items():  # diffusers/PEFT keys; alpha = rank in the header (scale 1)
-        state[f"transformer.{name}.lora_A.weight"] = a.down.detach().contiguous().clone()
-        state[f"transformer.{name}.lora_B.weight"] = a.up.detach().contiguous().clone()
-    config = {"transformer.r": args.lora_rank, "transformer.lora_alpha": args.lora_rank,
-              "transformer.target_modules": names}
-    LORA_PATH.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(LORA_PATH), metadata={"format": "pt", METADATA_KEY: json.dumps(config)})
+    save_lora(adapters, names, args.lora_rank)
     log.info("lora: %d params, %d steps in %.0f s, final avg loss %.4f; wrote %s", sum(p.numel() for p in params),
              args.lora_steps, time.time() - t0, running, LORA_PATH)
 
