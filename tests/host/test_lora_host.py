@@ -80,23 +80,28 @@ def base(comfy_client) -> torch.Tensor:
 
 
 def test_strength_changes_and_removal_need_no_reload(comfy_client, base):
-    """Strength 1, 0.5, 1 again, then no node, then strength 0: each a new result from the same
-    loaded model (the loader stays cached: no reload), the base video back bit for bit without the LoRA."""
+    """Strength 1, 0.5, 1 again, then no node, then strength 0, on one loaded model (the loader
+    stays cached: no reload): each a new result, the base video back without the LoRA.
+
+    Two runs of the same graph in the server are not compared bit for bit here: a graph ComfyUI
+    has run is served from its cache, and a rerun forced by an equivalent input (scheduler "dpm"
+    instead of "auto", which picks dpm for the tiny model) differs by float rounding (measured:
+    41 dB without any LoRA involved). Bit-exact removal is checked through the same memory manager
+    code by ``test_patches_in_the_memory_manager_match_the_library_merge_and_come_off_bit_for_bit``.
+    """
     one = run_video(comfy_client, _graph((lora_files.PEFT, 1.0)))
     half = run_video(comfy_client, _graph((lora_files.PEFT, 0.5)))
-    again = run_video(comfy_client, _graph((lora_files.PEFT, 1.0), prefix="lora/again"))
-    # scheduler "dpm" is what "auto" picks for the tiny model: the same video, but not ComfyUI's cached one
+    again = run_video(comfy_client, _graph((lora_files.PEFT, 1.0), prefix="lora/again", scheduler="dpm"))
     removed = run_video(comfy_client, _graph(prefix="lora/removed", scheduler="dpm"))
     zero = run_video(comfy_client, _graph((lora_files.PEFT, 0.0), prefix="lora/zero", scheduler="dpm"))
-    assert synthetic.psnr(one, base) < 30.0, "the LoRA had no visible effect"
-    assert not torch.equal(half, one) and not torch.equal(half, base)
-    assert synthetic.psnr(half, base) > synthetic.psnr(one, base), "half the strength is not closer to the base"
-    # Freshly patched weights are new tensors, and float rounding differs with where a tensor lies
-    # (the same holds for two fresh loads of the model: about 42 dB after 25 steps), so PSNR here;
-    # patches piled up (strength 2) would fall far below.
+    to_base = {name: synthetic.psnr(video, base) for name, video in
+               {"one": one, "half": half, "again": again, "removed": removed, "zero": zero}.items()}
+    print({k: f"{v:.1f} dB" for k, v in to_base.items()}, f"again to one {synthetic.psnr(again, one):.1f} dB")
+    assert to_base["one"] < 30.0, "the LoRA had no visible effect"
+    assert to_base["one"] < to_base["half"] < 35.0, "half the strength is not between the LoRA and the base"
     assert synthetic.psnr(again, one) > 35.0, "the same strength again gave another video (patches piled up?)"
-    assert torch.equal(removed, base), "removing the node did not give the base model back"
-    assert torch.equal(zero, base), "strength 0 changed the video"
+    assert to_base["removed"] > 35.0, "removing the node did not give the base model back"
+    assert to_base["zero"] > 35.0, "strength 0 changed the video"
 
 
 def test_two_chained_loras_compose(comfy_client, base):

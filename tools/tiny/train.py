@@ -9,7 +9,7 @@ Stages (each reads what the earlier ones wrote):
 - ``t2v``: a tiny text-to-video transformer (3D RoPE plus learned absolute positions, the
   5B-I2V layout), v-prediction on the CogVideoX schedule, latents scaled by the measured 1/std of
   the tiny VAE latents, 10% empty prompts; ``--high-t`` draws a share of each batch at high noise.
-- ``lora`` (not part of ``all``): a rank-4 LoRA on the shipped t2v that draws every shape
+- ``lora`` (not part of ``all``): a rank-8 LoRA on the shipped t2v that draws every shape
   **blue** whatever colour the caption asks for (clips recoloured blue, captions kept), written
   as a diffusers/PEFT LoRA to ``tiny/loras/``; ``train.py lora`` runs it.
 - ``i2v``: fine-tuned from t2v with 32 input channels (first-frame latent, zero-padded in time,
@@ -645,10 +645,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="i2v: loss weight of latent frame 0, the frame copied from the condition")
     p.add_argument("--i2v-heads", type=int, default=T2V_CONFIG.num_attention_heads,
                    help="i2v attention heads; with --resume, twice the written model's widens it (heads copied)")
-    p.add_argument("--lora-rank", type=int, default=4)
-    p.add_argument("--lora-steps", type=int, default=300)
-    p.add_argument("--lora-clips", type=int, default=512)
-    p.add_argument("--lr-lora", type=float, default=3e-3)
+    # The shipped LoRA: `train.py lora --threads 1 --high-t 0.5 --batch 8` with these defaults.
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--lora-steps", type=int, default=400)
+    p.add_argument("--lora-clips", type=int, default=256)
+    p.add_argument("--lr-lora", type=float, default=5e-3)
     p.add_argument("--ema", type=float, default=0.998)
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--save-every", type=int, default=100, help="transformers: checkpoint the EMA every N steps")
