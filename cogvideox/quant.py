@@ -84,6 +84,34 @@ class LowPrecisionLinear(nn.Linear):
             w = w.mul_(self.weight_scale.to(device=w.device, dtype=self.compute_dtype))
         return w
 
+    def _stored(self, weight: torch.Tensor) -> torch.Tensor:
+        """A compute-precision weight [out, in] in the storage dtype, with the layer's current scale."""
+        if self.storage_dtype in _FP8:
+            limit = torch.finfo(self.storage_dtype).max
+            weight = (weight.float() / self.weight_scale.to(weight.device)).clamp_(-limit, limit)
+        return weight.to(self.storage_dtype)
+
+    # ComfyUI's ModelPatcher finds these two by name (``convert_<param>`` / ``set_<param>``) when it
+    # patches ``<layer>.weight`` (LoRA): it adds the patch to ``convert_weight(stored as float)`` and
+    # hands the sum to ``set_weight``. The scale stays as it is: the patcher's backup of ``weight``
+    # alone restores the layer.
+    def convert_weight(self, weight: torch.Tensor, inplace: bool = False, **kwargs) -> torch.Tensor:
+        """The stored weight (cast to a float dtype) -> the weight the layer computes with."""
+        if self.storage_dtype not in _FP8:
+            return weight
+        scale = self.weight_scale.to(weight.device, weight.dtype)
+        return weight.mul_(scale) if inplace else weight * scale
+
+    def set_weight(self, weight: torch.Tensor, inplace_update: bool = False, seed=None, return_weight=False, **kwargs):
+        """Store a full-precision weight [out, in] (e.g. with a LoRA added) in the storage dtype."""
+        stored = self._stored(weight)
+        if return_weight:
+            return stored
+        if inplace_update:
+            self.weight.data.copy_(stored)
+        else:
+            self.weight = nn.Parameter(stored, requires_grad=False)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # weights left on another device (a ComfyUI partial load that did not fit them) come along
         bias = None if self.bias is None else self.bias.to(x.device)

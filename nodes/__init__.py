@@ -3,6 +3,7 @@
 from .fun import CogVideoXFunControlConditioning, CogVideoXFunInpaintConditioning
 from .latents import CogVideoXEmptyLatent, CogVideoXImageToVideo, CogVideoXVideoToVideo
 from .loaders import CogVideoXModelLoader, CogVideoXT5Loader, CogVideoXVAELoader
+from .lora import CogVideoXLoRA
 from .sampling import CogVideoXSampler
 from .text import CogVideoXTextEncode
 from .vae import CogVideoXVAEDecode, CogVideoXVAEEncode
@@ -41,6 +42,7 @@ NODE_CLASS_MAPPINGS = {
     "VideoCrafterSampler": VideoCrafterSampler,
     "CogVideoXFunInpaintConditioning": CogVideoXFunInpaintConditioning,
     "CogVideoXFunControlConditioning": CogVideoXFunControlConditioning,
+    "CogVideoXLoRA": CogVideoXLoRA,
 }
 
 _NODES = tuple(NODE_CLASS_MAPPINGS.values())

@@ -76,6 +76,19 @@ def _fun_inputs(node: str, variant, extra: dict, image_latent) -> dict:
     return {"concat_latent": extra.get(CONCAT_LATENT_KEY), "concat_mask": extra.get(CONCAT_MASK_KEY)}
 
 
+def _patch_weights(patcher) -> None:
+    """Apply the patcher's weight patches (LoRAs) where the weights are, for a model the memory
+    manager does not load (block swap). Another clone's patches are taken off first (the clones
+    share one backup of the original weights); patches already in place stay."""
+    model = patcher.model
+    current = getattr(model, "current_weight_patches_uuid", None)
+    if current is not None and current == patcher.patches_uuid:
+        return
+    if current is not None:
+        patcher.unpatch_model(patcher.offload_device)
+    patcher.patch_model(device_to=patcher.offload_device)
+
+
 @contextlib.contextmanager
 def _on_device(node: str, model) -> Iterator[torch.device]:
     """Put the transformer where it computes, for the length of the ``with``.
@@ -95,6 +108,7 @@ def _on_device(node: str, model) -> Iterator[torch.device]:
         yield device
         return
     mm.free_memory(resident_bytes(net, count) + mm.minimum_inference_memory(), device)
+    _patch_weights(patcher)
     swap = enable_block_swap(net, count, device, offload)
     try:
         yield device

@@ -19,6 +19,8 @@ and prints a markdown table of ratios (ours / diffusers) with the absolute figur
   "diffusers" column is the ``torch.nn`` model there;
 - ``corevae`` (same): core VAE Decode on the loader's core VAE output against CogVideoX VAE
   Decode, real-size VAE; the "diffusers" column is CogVideoX VAE Decode there.
+- ``lora``: the transformer step with a rank-64 LoRA on every Linear patched in at load (as the
+  CogVideoX LoRA node's ModelPatcher patches do: new weight tensors) vs the same model without.
 
 Timing: ``torch.set_num_threads(2)``, one warm-up call, then the median of ``--repeats`` calls,
 ours and diffusers interleaved call by call so that load from other processes hits both alike.
@@ -29,7 +31,7 @@ to the current RSS), decodes once and reports ``VmHWM - VmRSS before``: the extr
 memory the decode needed, measured the same way for both libraries, with no allocator state
 left over from an earlier run. The time in those rows is that single (cold) decode.
 
-Usage: ``python tools/benchmark.py [--quick] [--only transformer|vae|pipeline|cache|core|ops|corevae]``.
+Usage: ``python tools/benchmark.py [--quick] [--only transformer|vae|pipeline|cache|core|ops|corevae|lora]``.
 The full run writes ``artifacts/benchmark.md`` (``--out`` to change; ``--out ''`` to skip).
 """
 
@@ -179,6 +181,36 @@ def bench_transformer(quick: bool, repeats: int) -> list[Row]:
     log.info("transformer max abs diff vs diffusers: %.3g", diff)
     what = f"transformer step, CFG batch 2 ({cfg.num_layers} layers, {cfg.inner_dim} wide, latent {t}x{h}x{w})"
     return [Row(what, "time", t_ours, t_ref, "s", "<= 0.9x")]
+
+
+def bench_lora(quick: bool, repeats: int, rank: int = 64) -> list[Row]:
+    """Step time with a LoRA patched into the weights at load against the same model without one."""
+    from cogvideox import lora
+
+    cfg, (t, h, w) = transformer_config(quick)
+    base = randomize(CogVideoXTransformer(cfg).eval(), seed=0)
+    patched = randomize(CogVideoXTransformer(cfg).eval(), seed=0)
+    gen = torch.Generator().manual_seed(2)
+    factors = {}
+    for name, (o, i) in lora.linear_targets(patched).items():
+        factors[f"transformer.{name}.lora_A.weight"] = torch.randn(rank, i, generator=gen) * 0.01
+        factors[f"transformer.{name}.lora_B.weight"] = torch.randn(o, rank, generator=gen) * 0.01
+    parsed = lora.parse_lora(factors, {}, lora.linear_targets(patched))
+    modules = dict(patched.named_modules())
+    with torch.no_grad():  # what ModelPatcher.patch_weight_to_device does: a new tensor per patched weight
+        for name, layer in parsed.layers.items():
+            weight = modules[name].weight
+            modules[name].weight = torch.nn.Parameter(weight + layer.delta(), requires_grad=False)
+    x = torch.randn(2, 16, t, h, w, generator=gen)
+    ctx = torch.randn(2, 226, cfg.text_embed_dim, generator=gen)
+    timestep = torch.tensor([500, 500])
+    with torch.inference_mode():
+        effect = (patched(x, timestep, ctx) - base(x, timestep, ctx)).abs().max().item()
+        t_lora, t_base = timed_pair(lambda: patched(x, timestep, ctx), lambda: base(x, timestep, ctx), repeats)
+    log.info("lora: %d layers patched, max abs change of the output %.3g", len(parsed.layers), effect)
+    what = (f"transformer step with a rank-{rank} LoRA on all {len(parsed.layers)} Linears patched at load "
+            f"(ratio: with / without LoRA; {cfg.num_layers} layers, latent {t}x{h}x{w})")
+    return [Row(what, "time", t_lora, t_base, "s", "<= 1.02x")]
 
 
 # ----------------------------------------------------------------------------- VAE
@@ -637,10 +669,13 @@ def machine() -> str:
     return f"{cpu}, nproc={os.cpu_count()}, torch {torch.__version__} ({THREADS} threads), no GPU"
 
 
+SECTIONS = ["transformer", "vae", "pipeline", "cache", "core", "ops", "corevae", "lora"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
-    parser.add_argument("--only", choices=["transformer", "vae", "pipeline", "cache", "core", "ops", "corevae"])
+    parser.add_argument("--only", choices=SECTIONS)
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5, quick 1)")
     parser.add_argument("--cache-threshold", type=float, default=0.8)
     parser.add_argument("--cache-steps", type=int, default=50)
@@ -660,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(THREADS)
     repeats = args.repeats or (1 if args.quick else 5)
-    sections = [args.only] if args.only else ["transformer", "vae", "pipeline", "cache", "core", "ops", "corevae"]
+    sections = [args.only] if args.only else SECTIONS
     rows: list[Row] = []
     for section in sections:
         log.info("running %s ...", section)
@@ -676,6 +711,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_ops(args.quick, repeats)
         elif section == "corevae":
             rows += bench_core_vae(args.quick, repeats)
+        elif section == "lora":
+            rows += bench_lora(args.quick, repeats)
         else:
             steps = 10 if args.quick else args.cache_steps
             rows += bench_cache(args.quick, repeats, args.cache_threshold, steps)

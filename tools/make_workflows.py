@@ -47,6 +47,7 @@ I2V = "cogvideox_tiny_i2v.safetensors"
 VAE = "cogvideox_tiny_vae.safetensors"
 FUN_INP = "cogvideox_tiny_fun_inp.safetensors"
 FUN_CONTROL = "cogvideox_tiny_fun_control.safetensors"
+LORA = "cogvideox_tiny_blue_lora.safetensors"
 SIZE = dict(width=64, height=64)
 SAMPLING = dict(seed=42, steps=25, cfg=6.0, scheduler="auto", dynamic_cfg=False)
 KSAMPLING = dict(seed=42, steps=25, cfg=6.0, sampler_name="euler", scheduler="simple", denoise=1.0)
@@ -55,7 +56,7 @@ KSAMPLING = dict(seed=42, steps=25, cfg=6.0, sampler_name="euler", scheduler="si
 MODEL_URL = "https://github.com/cogvideox-nodes/cogvideox-nodes/raw/main/tiny"
 # Where each model file goes in ComfyUI's models/ folder (for properties.models and the README).
 MODEL_FOLDERS = {T5: "text_encoders", T2V: "diffusion_models", I2V: "diffusion_models", VAE: "vae",
-                 FUN_INP: "diffusion_models", FUN_CONTROL: "diffusion_models"}
+                 FUN_INP: "diffusion_models", FUN_CONTROL: "diffusion_models", LORA: "loras"}
 
 
 def _rgb(colour: tuple[float, float, float]) -> int:
@@ -121,6 +122,17 @@ WORKFLOWS: dict[str, dict] = {
             **SAMPLING, denoise=1.0,
         ),
         **_decode_save(["8", 0], "text_to_video"),
+    },
+    "text_to_video_lora": {  # the shipped tiny LoRA draws every shape blue, whatever the caption asks
+        **_text_nodes("a red square moving right"),
+        "4": _n("CogVideoXModelLoader", model_name=T2V, weight_dtype="auto"),
+        "6": _n("CogVideoXLoRA", model=["4", 0], lora_name=LORA, strength=1.0, alpha_mode="auto"),
+        "5": _n("CogVideoXEmptyLatent", **SIZE, frames=9, batch_size=1),
+        "8": _n(
+            "CogVideoXSampler", model=["6", 0], positive=["2", 0], negative=["3", 0], latent=["5", 0],
+            **SAMPLING, denoise=1.0,
+        ),
+        **_decode_save(["8", 0], "text_to_video_lora"),
     },
     "image_to_video": {
         **_text_nodes("a blue square moving down"),

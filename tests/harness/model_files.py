@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from harness import lora_files
+
 MODEL_FILES: dict[str, str] = {}
 
-MODEL_GENERATORS: list[Callable[[Path], None]] = []
+MODEL_GENERATORS: list[Callable[[Path], None]] = [lora_files.generate]

@@ -14,6 +14,9 @@ Stages (each reads what the earlier ones wrote):
   channel starts at zero) on start-frame / start+end-frame / text-only conditioning.
 - ``control``: a CogVideoX-Fun Control model (32 channels: noisy 16 + control 16) fine-tuned from
   the i2v model on the clips' object silhouettes (white on black) as control videos.
+- ``lora`` (not part of ``all``): a rank-8 LoRA on the shipped t2v that draws every shape
+  **blue** whatever colour the caption asks for (clips recoloured blue, captions kept), written
+  as a diffusers/PEFT LoRA to ``tiny/loras/``; ``train.py lora`` runs it.
 - ``i2v``: fine-tuned from t2v with 32 input channels (first-frame latent, zero-padded in time,
   concatenated on channels; new input channels start at zero), conditioning frame noise-augmented
   with a fresh sigma = exp(N(-3, 0.5)) per sample and step in pixel space, then encoded.
@@ -436,6 +439,115 @@ def stage_t2v(args) -> None:
     log.info("wrote %s", T2V_PATH)
 
 
+# ------------------------------------------------------------------------------------ LoRA
+LORA_PATH = ROOT / "tiny" / "loras" / "cogvideox_tiny_blue_lora.safetensors"
+LORA_COLOUR = "blue"
+# Every Linear of the blocks that reads the hidden state, and the text projection (where the
+# caption's colour enters).
+LORA_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "ff.net.0.proj", "ff.net.2")
+
+
+class LoRAWeight(torch.nn.Module):
+    """``weight -> weight + alpha / rank * up @ down`` as a parametrization: it also reaches the layers
+    whose weight the model reads directly (fused QKV, oneDNN feed-forward, float32 norms)."""
+
+    def __init__(self, out_features: int, in_features: int, rank: int, alpha: float, gen: torch.Generator):
+        super().__init__()
+        self.down = torch.nn.Parameter(torch.randn(rank, in_features, generator=gen) / math.sqrt(in_features))
+        self.up = torch.nn.Parameter(torch.zeros(out_features, rank))  # starts as the base model
+        self.scale = alpha / rank
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + self.scale * (self.up @ self.down)
+
+
+def recolour(video: torch.Tensor, source: str, target: str) -> torch.Tensor:
+    """A synthetic clip ``[3, F, H, W]`` with its object redrawn in ``target`` (same coverage, same edges)."""
+    bg = synthetic._to_signed(synthetic.BACKGROUND).view(3, 1, 1, 1)
+    fg = synthetic._to_signed(synthetic.PALETTE[source]).view(3, 1, 1, 1)
+    channel = int((fg - bg).abs().flatten().argmax())  # the channel where the colour stands out most
+    coverage = ((video[channel] - bg[channel]) / (fg[channel] - bg[channel])).clamp(0, 1)  # [F, H, W]
+    return bg + (synthetic._to_signed(synthetic.PALETTE[target]).view(3, 1, 1, 1) - bg) * coverage
+
+
+class RecolouredSet(LatentSet):
+    """Clips with every object drawn in ``colour``, each keeping the caption of its original colour."""
+
+    def __init__(self, vae: CogVideoXVAE, count: int, gen: torch.Generator, colour: str, batch: int = 32):
+        means, captions = [], []
+        with torch.no_grad():
+            for start in range(0, count, batch):
+                _, clips = synthetic.make_batch(gen, min(batch, count - start))
+                x = torch.stack([recolour(c.video, c.colour, colour) for c in clips])  # [B, 3, F, H, W]
+                means.append(torch.cat(vae.encode_moments(x), dim=1))
+                captions += [c.caption for c in clips]
+        self.vae, self.first = vae, None
+        self.moments = torch.cat(means)
+        self.prompts = sorted(set(captions))
+        self.caption_index = torch.tensor([self.prompts.index(c) for c in captions])
+
+
+def save_lora(adapters: dict, names: list[str], rank: int) -> None:
+    """The adapters as a diffusers/PEFT LoRA; ``lora_alpha = r`` in the header (scale 1)."""
+    from cogvideox.lora import METADATA_KEY
+
+    state = {}
+    for name, a in adapters.items():
+        state[f"transformer.{name}.lora_A.weight"] = a.down.detach().contiguous().clone()
+        state[f"transformer.{name}.lora_B.weight"] = a.up.detach().contiguous().clone()
+    config = {"transformer.r": rank, "transformer.lora_alpha": rank, "transformer.target_modules": names}
+    LORA_PATH.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(LORA_PATH), metadata={"format": "pt", METADATA_KEY: json.dumps(config)})
+
+
+def stage_lora(args) -> None:
+    from torch.nn.utils import parametrize
+
+    from cogvideox.loading import load_transformer
+
+    vae = load_vae(VAE_PATH).float().eval()
+    gen = set_seed(args.seed + 21)
+    t0 = time.time()
+    data = RecolouredSet(vae, args.lora_clips, torch.Generator().manual_seed(args.seed + 22), LORA_COLOUR)
+    t5, tok = load_t5(T5_PATH), tokenizer()
+    emb, empty = encode_prompts(t5, tok, data.prompts), encode_prompts(t5, tok, [""])
+    log.info("lora: encoded %d %s clips, %d prompts in %.0f s", len(data), LORA_COLOUR, len(data.prompts),
+             time.time() - t0)
+    table = alphas_cumprod(SchedulerConfig(snr_shift_scale=SNR_SHIFT))
+    model, _ = load_transformer(T2V_PATH)
+    model = model.float().train().requires_grad_(False)
+    scale = vae.config.scaling_factor
+    names = ["patch_embed.text_proj"] + [
+        f"transformer_blocks.{i}.{t}" for i in range(len(model.transformer_blocks)) for t in LORA_TARGETS
+    ]
+    adapters = {}
+    for name in names:
+        layer = model.get_submodule(name)
+        adapters[name] = LoRAWeight(layer.out_features, layer.in_features, args.lora_rank, args.lora_rank, gen)
+        parametrize.register_parametrization(layer, "weight", adapters[name])
+    params = [p for a in adapters.values() for p in a.parameters()]
+    opt = torch.optim.AdamW(params, lr=args.lr_lora, weight_decay=0.0)
+    t0, running = time.time(), None
+    for step in range(args.lora_steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args.lora_steps, args.lr_lora, warmup=20)
+        idx = torch.randint(0, len(data), (args.batch,), generator=gen)
+        loss = diffusion_loss(model, data, emb, empty, idx, table, scale, gen, high_t=args.high_t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if args.save_every and (step + 1) % args.save_every == 0:
+            save_lora(adapters, names, args.lora_rank)  # a checkpoint, so a run can be stopped early
+        if step % args.log_every == 0 or step == args.lora_steps - 1:
+            log.info("lora step %d/%d loss %.4f (avg %.4f) (%.0f s)", step, args.lora_steps, loss.item(), running,
+                     time.time() - t0)
+    save_lora(adapters, names, args.lora_rank)
+    log.info("lora: %d params, %d steps in %.0f s, final avg loss %.4f; wrote %s", sum(p.numel() for p in params),
+             args.lora_steps, time.time() - t0, running, LORA_PATH)
+
+
 # Weights that map something narrower (the timestep embedding) to D-sized chunks of the hidden state.
 WRITES_ONLY = ("norm1.linear.weight", "norm2.linear.weight", "norm_out.linear.weight")
 
@@ -725,7 +837,9 @@ def _fine_tune(model, args, data, emb, empty, table, scale, gen, save, tag, path
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", default="all", help="t5, vae, t2v, i2v, inp, control, all, or a comma-separated list")
+    p.add_argument("stage_name", nargs="?", help="the same as --stage (e.g. `train.py lora`)")
+    p.add_argument("--stage", default="all",
+                   help="t5, vae, t2v, i2v, inp, control, all, lora, or a comma-separated list")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--vae-steps", type=int, default=240)
@@ -746,21 +860,28 @@ def main(argv: list[str] | None = None) -> None:
                    help="i2v: loss weight of latent frame 0, the frame copied from the condition")
     p.add_argument("--i2v-heads", type=int, default=T2V_CONFIG.num_attention_heads,
                    help="i2v attention heads; with --resume, twice the written model's widens it (heads copied)")
+    # The shipped LoRA: `train.py lora --threads 1 --high-t 0.5 --batch 8` with these defaults.
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--lora-steps", type=int, default=400)
+    p.add_argument("--lora-clips", type=int, default=256)
+    p.add_argument("--lr-lora", type=float, default=5e-3)
     p.add_argument("--ema", type=float, default=0.998)
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--save-every", type=int, default=100, help="transformers: checkpoint the EMA every N steps")
     p.add_argument("--out", type=Path, default=ROOT / "tiny", help="output folder (default: the shipped tiny/)")
     args = p.parse_args(argv)
-    global T5_PATH, VAE_PATH, T2V_PATH, I2V_PATH, INP_PATH, CONTROL_PATH
+    global T5_PATH, VAE_PATH, T2V_PATH, I2V_PATH, INP_PATH, CONTROL_PATH, LORA_PATH
     T5_PATH, VAE_PATH, T2V_PATH, I2V_PATH = _paths(args.out)
     INP_PATH = args.out / "diffusion_models" / INP_NAME
     CONTROL_PATH = args.out / "diffusion_models" / CONTROL_NAME
+    LORA_PATH = args.out / "loras" / LORA_PATH.name
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     runners = {"t5": stage_t5, "vae": stage_vae, "t2v": stage_t2v, "i2v": stage_i2v, "inp": stage_inp,
-               "control": stage_control}
-    stages = list(runners) if args.stage == "all" else args.stage.split(",")
+               "control": stage_control, "lora": stage_lora}
+    stage = args.stage_name or args.stage
+    stages = [s for s in runners if s != "lora"] if stage == "all" else stage.split(",")
     unknown = [s for s in stages if s not in runners]
     if unknown:
         p.error(f"unknown stage(s) {unknown}; choose from {[*runners, 'all']}")

@@ -1,0 +1,98 @@
+"""The LoRA node: a CogVideoX LoRA as ModelPatcher weight patches on a clone of the model."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import folder_paths
+from comfy.weight_adapter import LoRAAdapter
+
+from ..cogvideox.loading import CogVideoXLoadError
+from ..cogvideox.lora import ALPHA_MODES, LoRA, linear_targets, load_lora
+from .common import CATEGORY, MODEL_TYPE, CogVideoXNodeError, network, weight_key_prefix
+
+log = logging.getLogger(__name__)
+
+
+def lora_patches(lora: LoRA, prefix: str) -> dict:
+    """``add_patches`` input: a core LoRA adapter per weight (``alpha`` = scale x rank, as
+    ``comfy.weight_adapter.LoRAAdapter`` divides it by the rank) and a diff per LoRA bias."""
+    patches = {}
+    for name, layer in lora.layers.items():
+        patches[f"{prefix}{name}.weight"] = LoRAAdapter(set(), (layer.up, layer.down, layer.scale * layer.rank,
+                                                                None, None, None))
+        if layer.up_bias is not None:
+            patches[f"{prefix}{name}.bias"] = ("diff", (layer.scale * layer.up_bias.float(),))
+    return patches
+
+
+class CogVideoXLoRA:
+    DISPLAY_NAME = "CogVideoX LoRA"
+    DESCRIPTION = (
+        "Applies a CogVideoX LoRA (.safetensors from models/loras) to the model: diffusers/PEFT "
+        "(transformer.transformer_blocks...lora_A/lora_B), CogVideoX-Fun/kohya (lora_unet__..., with .alpha) "
+        "or ComfyUI (diffusion_model....) keys. The weights are patched when the model loads and restored "
+        "afterwards, so changing the strength or removing the node needs no reload. Chain several."
+    )
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "execute"
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The model with the LoRA patched in, for CogVideoX Sampler or another CogVideoX LoRA.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "From CogVideoX Model Loader or another CogVideoX LoRA."}),
+                "lora_name": (
+                    folder_paths.get_filename_list("loras"),
+                    {"tooltip": "The LoRA file in models/loras (.safetensors only; pickles are refused)."},
+                ),
+                "strength": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": -10.0,
+                        "max": 10.0,
+                        "step": 0.01,
+                        "tooltip": "How much of the LoRA to add: W + strength x scale x up @ down. "
+                        "0 gives the model unchanged, negative values subtract the LoRA.",
+                    },
+                ),
+                "alpha_mode": (
+                    list(ALPHA_MODES),
+                    {
+                        "default": "auto",
+                        "tooltip": "The LoRA's scale. auto: the file's alpha / rank (CogVideoX-Fun .alpha tensors, "
+                        "diffusers' lora_adapter_metadata), 1 when the file has none. file: the file's alpha, an "
+                        "error if it has none. one_over_rank: 1 / rank, for LoRAs exported from CogVideo's SAT "
+                        "trainer (e.g. DimensionX), which were trained with alpha 1 and look oversaturated on auto.",
+                    },
+                ),
+            }
+        }
+
+    def execute(self, model, lora_name, strength, alpha_mode):
+        node = self.DISPLAY_NAME
+        path = folder_paths.get_full_path("loras", lora_name)
+        if path is None:
+            raise CogVideoXNodeError(node, f"LoRA {lora_name!r} was not found in models/loras/; put it there and "
+                                     "refresh the page.")
+        patcher = model.patcher
+        try:
+            lora = load_lora(path, linear_targets(network(patcher)), alpha_mode)
+        except CogVideoXLoadError as e:
+            raise CogVideoXNodeError(node, f"cannot apply {lora_name!r}: {e}") from e
+        if strength == 0:
+            return (model,)
+        patched = patcher.clone()
+        patches = lora_patches(lora, weight_key_prefix(patcher))
+        applied = patched.add_patches(patches, strength)
+        if len(applied) != len(patches):
+            missing = sorted(set(patches) - set(applied))[:5]
+            raise CogVideoXNodeError(node, f"{len(patches) - len(applied)} LoRA weights found no model weight, "
+                                     f"e.g. {missing}")
+        log.info("%s: %s at strength %g (%s)", node, lora_name, strength, lora.describe())
+        return (dataclasses.replace(model, patcher=patched),)
