@@ -205,7 +205,7 @@ def sample(
     - ``callback(step_index, total_steps, x0_raw)`` after every step; its exceptions propagate.
     - ``cache_threshold > 0``: step caching (``cache.CachedDenoiser``, TeaCache-like) skips the
       transformer on steps whose input changed less than this (accumulated relative L1); 0 = off.
-      The first 40% of the steps always run and at most 4 in a row are skipped (``cache.StepCache``).
+      The first 40% of the steps always run and at most 3 in a row are skipped (``cache.StepCache``).
     """
     if latent.ndim != 5:
         raise ValueError(f"expected a latent [B, C, T, h, w], got shape {tuple(latent.shape)}")

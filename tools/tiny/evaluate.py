@@ -1,0 +1,310 @@
+"""Measure the shipped tiny model with the model-free judge (``cogvideox/evaluation.py``).
+
+    .venv/bin/python tools/tiny/evaluate.py                  # VAE, T2V and I2V, 3 seeds, all 48 captions
+    .venv/bin/python tools/tiny/evaluate.py --only vae --clips 16
+    .venv/bin/python tools/tiny/evaluate.py --only t2v --seeds 100 --captions 12 -v
+
+- **vae**: encode-decode round trip (posterior mean) of held-out synthetic clips (a generator
+  seed training never used): PSNR, shape seen, mask IoU with the captioned shape's ideal mask and
+  IoU with the clip's own drawn masks.
+- **t2v**: every caption at every seed through ``cogvideox.pipeline.sample`` with the shipped
+  workflow's settings (``workflows/api/text_to_video.json``: size, frames, steps, CFG, solver),
+  one caption per run at batch 1, as the nodes run it (the seed is the sampler's seed).
+- **i2v**: fresh first frames (frame 0 of synthetic clips with a held-out generator seed:
+  position, size, colour, shape and direction drawn) with their captions, through the pipeline
+  with ``workflows/api/image_to_video.json``'s settings (noise augmentation 0, the posterior mean
+  of the image): IoU of frame 0's object with the input's, direction, colour in every frame,
+  object area within +-20% of the input's in every frame.
+
+Rates are shares of clips; the seeds default to ones the tests do not use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from cogvideox import evaluation, pipeline, synthetic  # noqa: E402
+from cogvideox.conditioning import image_latent  # noqa: E402
+from cogvideox.loading import load_transformer, load_vae  # noqa: E402
+
+log = logging.getLogger("tiny.evaluate")
+
+TINY = ROOT / "tiny"
+T5_FILE = TINY / "text_encoders" / "cogvideox_tiny_t5.safetensors"
+VAE_FILE = TINY / "vae" / "cogvideox_tiny_vae.safetensors"
+T2V_FILE = TINY / "diffusion_models" / "cogvideox_tiny_t2v.safetensors"
+I2V_FILE = TINY / "diffusion_models" / "cogvideox_tiny_i2v.safetensors"
+SEEDS = (100, 101, 102)  # the tests use 0, 1, 2, 3 and 42
+VAE_SEED = 777  # held-out clips: training draws from seeds 1, 11 and 12345 (its eval)
+I2V_SEED = 4242
+CAPTIONS = list(itertools.product(synthetic.PALETTE, synthetic.SHAPES, synthetic.DIRECTIONS))  # 48
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The sampler and latent settings of a shipped workflow."""
+
+    width: int
+    height: int
+    frames: int
+    steps: int
+    cfg: float
+    sampler: str
+
+    @classmethod
+    def from_workflow(cls, name: str) -> Settings:
+        api = json.loads((ROOT / "workflows" / "api" / f"{name}.json").read_text())
+        by_type = {node["class_type"]: node["inputs"] for node in api.values()}
+        size = by_type.get("CogVideoXEmptyLatent") or by_type["CogVideoXImageToVideo"]
+        sampler = by_type["CogVideoXSampler"]
+        return cls(size["width"], size["height"], size["frames"], sampler["steps"], sampler["cfg"],
+                   sampler["scheduler"])
+
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        return (16, (self.frames - 1) // 4 + 1, self.height // 8, self.width // 8)  # [C, T, h, w]
+
+
+def text_encoder(t5_file: Path = T5_FILE) -> Callable[[list[str]], torch.Tensor]:
+    """Prompts -> ``[N, 226, D]`` with the shipped tiny T5 (the trainer's encoder and tokenizer)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import train  # tools/tiny/train.py
+
+    t5, tok = train.load_t5(t5_file), train.tokenizer()
+    return lambda prompts: train.encode_prompts(t5, tok, prompts)
+
+
+@dataclass
+class Models:
+    encode: Callable[[list[str]], torch.Tensor]
+    vae: torch.nn.Module
+    t2v: tuple | None = None  # (model, variant)
+    i2v: tuple | None = None
+
+    @classmethod
+    def load(cls, t2v: bool = True, i2v: bool = True) -> Models:
+        return cls(
+            text_encoder(),
+            load_vae(VAE_FILE).float().eval(),
+            load_transformer(T2V_FILE) if t2v else None,
+            load_transformer(I2V_FILE) if i2v else None,
+        )
+
+
+@dataclass
+class Judged:
+    caption: str
+    seed: int
+    judgement: evaluation.ClipJudgement
+    extra: dict  # per-task measures (PSNR, frame-0 IoU, ...)
+
+    def line(self) -> str:
+        extra = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in self.extra.items())
+        ok = "ok " if self.judgement.all_ok else "BAD"
+        return f"{ok} seed {self.seed} {self.caption!r}: {self.judgement.summary()}; {extra}"
+
+
+# ------------------------------------------------------------------------------ runs
+@torch.no_grad()
+def vae_round_trip(vae, clips: int = 48, seed: int = VAE_SEED) -> list[Judged]:
+    """Encode (posterior mean) and decode ``clips`` held-out clips, 48 captions in turn."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(clips):
+        colour, shape, direction = CAPTIONS[k % len(CAPTIONS)]
+        clip = synthetic.make_clip(gen, colour=colour, shape=shape, direction=direction)
+        rec = vae.decode(vae.encode(clip.video[None]))[0].clamp(-1, 1)  # [3, F, H, W]
+        judged = evaluation.judge_clip(rec, colour, shape, direction)
+        drawn = evaluation.object_masks(clip.video)  # [F, H, W]
+        drawn_iou = sum(map(evaluation.iou, evaluation.object_masks(rec), drawn)) / len(drawn)
+        extra = {"psnr": synthetic.psnr(rec, clip.video), "drawn_iou": drawn_iou}
+        out.append(Judged(clip.caption, seed, judged, extra))
+    return out
+
+
+@torch.no_grad()
+def text_to_video(
+    models: Models,
+    captions: Sequence[tuple[str, str, str]] = CAPTIONS,
+    seeds: Sequence[int] = SEEDS,
+    settings: Settings | None = None,
+    **options,
+) -> list[Judged]:
+    """Every caption at every seed, one run each at batch 1 (as the sampler node runs it)."""
+    settings = settings or Settings.from_workflow("text_to_video")
+    model, variant = models.t2v
+    negative = models.encode([""])
+    out = []
+    for colour, shape, direction in captions:
+        caption = synthetic.caption_for(colour, shape, direction)
+        positive = models.encode([caption])
+        for seed in seeds:
+            latent = pipeline.sample(
+                model, variant, torch.zeros(1, *settings.latent_shape()), positive, negative,
+                steps=settings.steps, cfg=settings.cfg, sampler=settings.sampler, seed=seed, **options,
+            )
+            video = models.vae.decode(latent)[0].clamp(-1, 1)
+            out.append(Judged(caption, seed, evaluation.judge_clip(video, colour, shape, direction), {}))
+    return out
+
+
+def first_frames(count: int = 48, seed: int = I2V_SEED, settings: Settings | None = None) -> list[synthetic.Clip]:
+    """Fresh I2V cases: synthetic clips (48 captions in turn, position, size and travel drawn); frame 0 is the input."""
+    settings = settings or Settings.from_workflow("image_to_video")
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(count):
+        colour, shape, direction = CAPTIONS[k % len(CAPTIONS)]
+        out.append(synthetic.make_clip(gen, colour=colour, shape=shape, direction=direction, size=settings.width))
+    return out
+
+
+@torch.no_grad()
+def image_to_video(
+    models: Models,
+    cases: Sequence[synthetic.Clip],
+    seeds: Sequence[int] = SEEDS,
+    settings: Settings | None = None,
+    max_size_change: float = 0.2,
+) -> list[Judged]:
+    """Each case's first frame and caption at every seed, batch 1; judged against the input image."""
+    settings = settings or Settings.from_workflow("image_to_video")
+    model, variant = models.i2v
+    negative = models.encode([""])
+    out = []
+    for clip in cases:
+        image = clip.video[:, :1]  # [3, 1, H, W]
+        positive = models.encode([clip.caption])
+        img_latent = image_latent(models.vae, image[None])
+        input_area = int(evaluation.object_masks(image)[0].sum())
+        for seed in seeds:
+            latent = pipeline.sample(
+                model, variant, torch.zeros(1, *settings.latent_shape()), positive, negative,
+                steps=settings.steps, cfg=settings.cfg, sampler=settings.sampler, seed=seed, image_latent=img_latent,
+            )
+            video = models.vae.decode(latent)[0].clamp(-1, 1)
+            judged = evaluation.judge_clip(video, clip.colour, clip.shape, clip.direction)
+            ratios = [a / input_area for a in judged.areas]
+            out.append(Judged(clip.caption, seed, judged, {
+                "frame0_iou": evaluation.first_frame_iou(video[:, 0], image[:, 0]),
+                "size_lo": min(ratios),
+                "size_hi": max(ratios),
+                "size_ok": all(abs(r - 1) <= max_size_change for r in ratios),
+            }))
+    return out
+
+
+# ------------------------------------------------------------------------------ tables
+def vae_table(judged: list[Judged]) -> dict[str, float]:
+    s = evaluation.summarise(j.judgement for j in judged)
+    psnrs = sorted(j.extra["psnr"] for j in judged)
+    return {
+        "clips": s.clips,
+        "PSNR mean dB": sum(psnrs) / len(psnrs),
+        "PSNR worst dB": psnrs[0],
+        "shape right": s.shape,
+        "mask IoU (captioned shape)": s.iou,
+        "mask IoU (drawn masks)": sum(j.extra["drawn_iou"] for j in judged) / len(judged),
+        "colour right (every frame)": s.colour,
+        "direction right": s.direction,
+        "speckle": s.speckle,
+    }
+
+
+def t2v_table(judged: list[Judged]) -> dict[str, float]:
+    s = evaluation.summarise(j.judgement for j in judged)
+    return {
+        "clips": s.clips,
+        "colour right (every frame)": s.colour,
+        "direction right": s.direction,
+        "shape right": s.shape,
+        "mask IoU": s.iou,
+        "speckle": s.speckle,
+        "one object (share of frames)": s.one_object,
+        "one object in every frame (clips)": s.one_object_clips,
+        "smooth (jerk <= 2)": s.smooth,
+        "jerk median (max/mean step share)": s.jerk,
+        "size within +-20% of frame 0": s.size_ok,
+        "everything right": s.all_ok,
+    }
+
+
+def i2v_table(judged: list[Judged]) -> dict[str, float]:
+    s = evaluation.summarise(j.judgement for j in judged)
+    n = len(judged)
+    return {
+        "clips": s.clips,
+        "frame-0 object IoU mean": sum(j.extra["frame0_iou"] for j in judged) / n,
+        "frame-0 object IoU >= 0.9": sum(j.extra["frame0_iou"] >= 0.9 for j in judged) / n,
+        "direction right": s.direction,
+        "colour kept in every frame": s.colour,
+        "size within +-20% of the input": sum(bool(j.extra["size_ok"]) for j in judged) / n,
+        "size max / input (median)": sorted(j.extra["size_hi"] for j in judged)[n // 2],
+        "shape right": s.shape,
+        "speckle": s.speckle,
+    }
+
+
+def format_table(title: str, rows: dict[str, float]) -> str:
+    lines = [f"## {title}", "| measure | value |", "|---|---|"]
+    for name, value in rows.items():
+        if isinstance(value, int):
+            text = str(value)
+        elif "dB" in name or "IoU" in name or "median" in name:
+            text = f"{value:.2f}"
+        else:
+            text = f"{value:.1%}"
+        lines.append(f"| {name} | {text} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["vae", "t2v", "i2v"], action="append")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--captions", type=int, default=len(CAPTIONS), help="first N of the 48 captions (t2v)")
+    parser.add_argument("--clips", type=int, default=48, help="VAE clips and I2V first frames")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("-v", "--verbose", action="store_true", help="a line per clip")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
+    parts = args.only or ["vae", "t2v", "i2v"]
+    models = Models.load(t2v="t2v" in parts, i2v="i2v" in parts)
+    out = []
+    for part in parts:
+        t0 = time.monotonic()
+        if part == "vae":
+            judged = vae_round_trip(models.vae, args.clips)
+            table = format_table(f"VAE round trip, {args.clips} held-out clips", vae_table(judged))
+        elif part == "t2v":
+            judged = text_to_video(models, CAPTIONS[: args.captions], args.seeds)
+            s = Settings.from_workflow("text_to_video")
+            table = format_table(
+                f"T2V, {args.captions} captions x seeds {args.seeds}, {s.steps} steps, CFG {s.cfg}, "
+                f"{s.width}x{s.height}x{s.frames}", t2v_table(judged))
+        else:
+            judged = image_to_video(models, first_frames(args.clips), args.seeds)
+            table = format_table(f"I2V, {args.clips} fresh first frames x seeds {args.seeds}", i2v_table(judged))
+        if args.verbose:
+            log.info("\n".join(j.line() for j in judged))
+        log.info("%s: %.0f s", part, time.monotonic() - t0)
+        out.append(table)
+    sys.stdout.write("\n\n".join(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
