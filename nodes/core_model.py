@@ -28,10 +28,11 @@ import torch
 
 from ..cogvideox import frames as fr
 from ..cogvideox import schedules
-from ..cogvideox.conditioning import i2v_condition
+from ..cogvideox.conditioning import fun_condition, i2v_condition
 from ..cogvideox.configs import SchedulerConfig, Variant
 from ..cogvideox.pipeline import pad_front, scale_image_latent
 from .common import CogVideoXNodeError
+from .fun import CONCAT_MASK_KEY, FUN_KIND_KEY
 from .latents import IMAGE_LATENT_KEY as PACK_IMAGE_KEY
 from .latents import IMAGE_SCALING_KEY as PACK_SCALING_KEY
 
@@ -152,6 +153,8 @@ class CogVideoXCoreModel(comfy.model_base.BaseModel):
         video) extend this method.
         """
         noise = kwargs["noise"]
+        if self.variant.fun is not None:
+            return self.fun_concat(noise, kwargs)
         extra = self.diffusion_model.config.in_channels - noise.shape[1]
         image = kwargs.get("concat_latent_image", kwargs.get(PACK_IMAGE_KEY))
         if extra <= 0:
@@ -180,11 +183,41 @@ class CogVideoXCoreModel(comfy.model_base.BaseModel):
         scaled = i2v_condition(scaled[:, :, : noise.shape[2]], noise.shape[2])  # [B', 16, T, h, w]
         return comfy.utils.resize_to_batch_size(scaled, noise.shape[0])
 
+    def fun_concat(self, noise: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        """CogVideoX-Fun: the mask and masked-video latent (InP) or the control latent (Control) of
+        CogVideoX Fun Inpaint / Control Conditioning (``concat_latent_image`` raw, ``concat_mask`` on
+        the latent grid, 1 = generate), scaled like the pack's sampler does (``fun_condition``)."""
+        fun = self.variant.fun
+        node = f"CogVideoX Fun {'Inpaint' if fun == 'inpaint' else 'Control'} Conditioning"
+        if kwargs.get(FUN_KIND_KEY) != fun:
+            raise CogVideoXCoreError(
+                f"the model is CogVideoX-Fun {fun} ({self.variant.name}) and needs its conditioning; put {node} "
+                "between the text encoders and the sampler (Image To Video conditioning does not fit it)."
+            )
+        latent, mask = kwargs.get("concat_latent_image"), kwargs.get(CONCAT_MASK_KEY)
+        for name, t in (("latent", latent), ("mask", mask)):
+            if t is not None and (t.ndim != 5 or t.shape[2:] != noise.shape[2:]):
+                raise CogVideoXCoreError(
+                    f"the Fun {name} has shape {tuple(t.shape)} but the latent to sample is {tuple(noise.shape)}; "
+                    f"make both with the same width, height and frames in {node}."
+                )
+        device = kwargs["device"]
+        latent = None if latent is None else latent.to(device, torch.float32)
+        mask = None if mask is None else mask.to(device, torch.float32)
+        try:
+            cond = fun_condition(fun, self.variant.scaling_factor, latent, mask)  # [B', 17 or 16, T, h, w]
+        except ValueError as e:
+            raise CogVideoXCoreError(f"{e}; make the conditioning with {node}.") from e
+        return comfy.utils.resize_to_batch_size(cond, noise.shape[0])
+
     def pad_concat(self, concat: torch.Tensor, pad: int) -> torch.Tensor:
         """The concat for ``pad`` frames put in front of the latent: the reference pads the image
-        latent to the padded length with zeros, so the image stays at padded frame 0."""
+        latent to the padded length with zeros, so the image stays at padded frame 0; Fun
+        conditioning is front-padded like the latent itself (the pack's sampler does the same)."""
         if not pad:
             return concat
+        if self.variant.fun is not None:
+            return pad_front(concat, pad)  # [B, C, T + pad, h, w]
         zeros = concat.new_zeros(*concat.shape[:2], pad, *concat.shape[3:])
         return torch.cat([concat, zeros], dim=2)  # [B, C, T + pad, h, w]
 

@@ -16,7 +16,7 @@ from ..cogvideox import conditioning
 from ..cogvideox import frames as fr
 from ..cogvideox.configs import FUN_CONTROL, FUN_INPAINT
 from .common import CATEGORY, VAE_TYPE, CogVideoXNodeError
-from .latents import _empty, _size_inputs, _validate_size
+from .latents import _empty, _size_inputs, _SizedNode
 from .vae import encode_video
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def _common_inputs() -> dict:
     }
 
 
-class CogVideoXFunInpaintConditioning:
+class CogVideoXFunInpaintConditioning(_SizedNode):
     DISPLAY_NAME = "CogVideoX Fun Inpaint Conditioning"
     DESCRIPTION = (
         "Conditions a CogVideoX-Fun InP model: a start frame, an end frame (first-to-last-frame), or a video "
@@ -125,8 +125,11 @@ class CogVideoXFunInpaintConditioning:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width, height, frames, batch_size):
-        return _validate_size(cls.DISPLAY_NAME, width, height, frames, batch_size)
+    def VALIDATE_INPUTS(cls, width, height, frames, batch_size, noise_aug_strength, seed):
+        return cls.validation_answer(
+            width=width, height=height, frames=frames, batch_size=batch_size,
+            noise_aug_strength=noise_aug_strength, seed=seed,
+        )
 
     def _video_and_mask(self, width, height, frames, resize_mode, start_image, end_image, video, mask):
         """Pixels [1, 3, F, H, W] in -1..1 and the pixel mask [1, 1, F, H, W] (1 = unknown), or (None, None)."""
@@ -193,9 +196,10 @@ class CogVideoXFunInpaintConditioning:
         mask=None,
     ):
         node = self.DISPLAY_NAME
-        problems = _validate_size(node, width, height, frames, batch_size)
-        if problems is not True:
-            raise CogVideoXNodeError(node, problems.split(": ", 1)[1])
+        self.check_inputs(
+            width=width, height=height, frames=frames, batch_size=batch_size,
+            noise_aug_strength=noise_aug_strength, seed=seed,
+        )
         empty = _empty(width, height, frames, batch_size)  # [B, 16, T, h, w]
         t, h, w = empty.shape[2:]
         pixels, pmask = self._video_and_mask(width, height, frames, resize_mode, start_image, end_image, video, mask)
@@ -218,7 +222,7 @@ class CogVideoXFunInpaintConditioning:
         return (_with(positive, extra), _with(negative, extra), {"samples": empty}, bw, bh)
 
 
-class CogVideoXFunControlConditioning:
+class CogVideoXFunControlConditioning(_SizedNode):
     DISPLAY_NAME = "CogVideoX Fun Control Conditioning"
     DESCRIPTION = (
         "Conditions a CogVideoX-Fun Control model (canny, depth, pose, MLSD) on a control video: the frames "
@@ -252,13 +256,11 @@ class CogVideoXFunControlConditioning:
 
     @classmethod
     def VALIDATE_INPUTS(cls, width, height, frames, batch_size):
-        return _validate_size(cls.DISPLAY_NAME, width, height, frames, batch_size)
+        return cls.validation_answer(width=width, height=height, frames=frames, batch_size=batch_size)
 
     def execute(self, positive, negative, vae, width, height, frames, batch_size, resize_mode, control_video):
         node = self.DISPLAY_NAME
-        problems = _validate_size(node, width, height, frames, batch_size)
-        if problems is not True:
-            raise CogVideoXNodeError(node, problems.split(": ", 1)[1])
+        self.check_inputs(width=width, height=height, frames=frames, batch_size=batch_size)
         n = control_video.shape[0]
         if n < frames:
             log.warning("%s: the control video has %d frames, %d asked: repeating its last frame", node, n, frames)

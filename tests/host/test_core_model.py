@@ -295,3 +295,36 @@ def test_unet_block_patches_are_refused_by_name(pack, tiny):
     with pytest.raises(ValueError, match="core patch node .*patches_replace:attn1.*Perturbed-Attention"):
         _core_ksampler(patched, tiny["positive"], tiny["negative"], torch.zeros(1, 16, 3, 8, 8), "euler", "simple",
                        steps=1)
+
+
+@pytest.mark.parametrize("name", ["fun-2b-inp", "fun-5b-control", "fun-1.5-5b-inp"])
+def test_core_denoised_equals_the_library_x0_for_fun_models(pack, lib, name):
+    """Fun InP / Control on the core path: the conditioning keys of CogVideoX Fun Inpaint /
+    Control Conditioning (``concat_latent_image`` raw, ``concat_mask`` 1 = generate) give the same
+    x0 as the pack's sampler's Fun channels (``pipeline._fun_cond``), within 1e-5."""
+    model, net, variant = _tiny_core_model(pack, lib, name)
+    frames = 3
+    g = torch.Generator().manual_seed(1)
+    x_vp = torch.randn(2, 16, frames, 8, 12, generator=g)
+    context = torch.randn(2, 7, 16, generator=g)
+    latent = torch.randn(2, 16, frames, 8, 12, generator=g)
+    mask = (torch.rand(2, 1, frames, 8, 12, generator=g) > 0.5).float() if variant.fun == "inpaint" else None
+    keys = {"concat_latent_image": latent, "cogvideox_fun": variant.fun}
+    if mask is not None:
+        keys["concat_mask"] = mask
+    conds = model.extra_conds(noise=x_vp, device=torch.device("cpu"), cross_attn=context, **keys)
+    pad = (-frames) % (variant.transformer.patch_size_t or 1)
+    fun_cond = lib.pipeline._fun_cond(variant, latent, mask, x_vp.shape, torch.device("cpu"), pad)
+    table = lib.schedules.alphas_cumprod(variant.scheduler_config())
+    for t in (0, 400, 998):
+        schedule = lib.schedules.Schedule(torch.tensor([t]), torch.tensor([t - 1]), table)
+        denoiser = lib.pipeline.Denoiser(net, schedule, context, None, cfg=1.0, image_cond=fun_cond)
+        sigma = model.model_sampling.sigmas[t].expand(2)
+        x_ve = x_vp * (1 + sigma.view(-1, 1, 1, 1, 1) ** 2).sqrt()
+        with torch.no_grad():
+            got = model.apply_model(x_ve, sigma, c_crossattn=context, c_concat=conds["c_concat"].cond)
+            want = denoiser(lib.pipeline.pad_front(x_vp, pad), 0)[:, :, pad:]
+        err = (got - want).abs().max().item()
+        assert err < 1e-5, f"{name} t={t}: core x0 differs from the pack's Fun path by {err:.2e}"
+    with pytest.raises(ValueError, match="CogVideoX Fun .* Conditioning"):
+        model.extra_conds(noise=x_vp, device=torch.device("cpu"), cross_attn=context, concat_latent_image=latent)
