@@ -29,8 +29,11 @@ def _long_encode(kind: str, prefix: str) -> dict:
 
 @pytest.fixture(scope="module")
 def baseline(comfy_host, comfy_client) -> int:
-    """Server RSS after one complete long encode of each kind and ComfyUI's free-memory call."""
+    """Server RSS in its steady state: after a whole prompt (the tests run one after each cancel),
+    one complete long encode of each kind and ComfyUI's free-memory call (see test_faults.py on
+    why the warm-up matters: glibc keeps freed heap pages)."""
     rm.ensure_models(comfy_host.base_dir / "models")
+    assert_still_serves(comfy_client, prefix="rel2/cancel/warmup")
     for kind in ("v2v", "encode"):
         comfy_client.run(_long_encode(kind, f"rel2/cancel/warmup_{kind}"), timeout=600)
     return free_and_settle(comfy_client, comfy_host)
