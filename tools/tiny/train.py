@@ -862,8 +862,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="i2v attention heads; with --resume, twice the written model's widens it (heads copied)")
     # The shipped LoRA: `train.py lora --threads 1 --high-t 0.5 --batch 8` with these defaults.
     p.add_argument("--lora-rank", type=int, default=8)
-    p.add_argument("--lora-steps", type=int, default=400)
-    p.add_argument("--lora-clips", type=int, default=256)
+    p.add_argument("--lora-steps", type=int, default=800)
+    p.add_argument("--lora-clips", type=int, default=384)
     p.add_argument("--lr-lora", type=float, default=5e-3)
     p.add_argument("--ema", type=float, default=0.998)
     p.add_argument("--log-every", type=int, default=25)
