@@ -34,19 +34,32 @@ log = logging.getLogger("make_help_pages")
 
 DOCS = ROOT / "web" / "docs"
 IMAGES = DOCS / "images"
-PACK_PREFIX = "CogVideoX"
-# The template that shows a node at work; nodes not listed use text_to_video.
+PACK_PREFIXES = ("CogVideoX", "VideoCrafter")
+# The template that shows a node at work; CogVideoX nodes not listed use text_to_video; the
+# VideoCrafter nodes have no shipped template yet (no tiny VideoCrafter model), so no pictures.
 TEMPLATE_OF = {
     "CogVideoXImageToVideo": "image_to_video",
     "CogVideoXVideoToVideo": "video_to_video",
     "CogVideoXVAEEncode": "vae_roundtrip",
+    "CogVideoXLoRA": "text_to_video_lora",
+    "CogVideoXFunInpaintConditioning": "first_last_frame",
+    "CogVideoXFunControlConditioning": "control_video",
 }
 TEMPLATE_TITLES = {
     "text_to_video": "text to video",
     "image_to_video": "image to video",
     "video_to_video": "video to video",
     "vae_roundtrip": "VAE round trip",
+    "text_to_video_lora": "text to video with a LoRA",
+    "first_last_frame": "first and last frame",
+    "control_video": "control video",
 }
+
+
+def template_of(node_id: str) -> str | None:
+    if node_id.startswith("VideoCrafter"):
+        return None
+    return TEMPLATE_OF.get(node_id, "text_to_video")
 
 
 def _cell(text: str) -> str:
@@ -63,10 +76,11 @@ def _type(spec) -> str:
 
 def render_page(node_id: str, info: dict) -> str:
     """The Markdown help page of one node from its ``/object_info`` entry."""
-    template = TEMPLATE_OF.get(node_id, "text_to_video")
-    title = TEMPLATE_TITLES[template]
+    template = template_of(node_id)
+    title = TEMPLATE_TITLES[template] if template else ""
     lines = [f"# {info['display_name']}", "", _cell(info.get("description") or ""), ""]
-    lines += [f"![The {title} template, where this node is wired as usual](images/{template}_graph.jpg)", ""]
+    if template:
+        lines += [f"![The {title} template, where this node is wired as usual](images/{template}_graph.jpg)", ""]
     # lists, not tables: the help panel is a narrow side bar
     lines += ["## Inputs", ""]
     for section in ("required", "optional"):
@@ -81,6 +95,8 @@ def render_page(node_id: str, info: dict) -> str:
     if outputs:
         lines += ["", "## Outputs", ""]
         lines += [f"- **{name}** (`{kind}`): {_cell(tip)}" for name, kind, tip in outputs]
+    if not template:
+        return "\n".join([*lines, ""])
     lines += [
         "",
         "## Example",
@@ -148,7 +164,7 @@ def main() -> int:
         host = ComfyHost(base_dir=Path(base), pack_dir=ROOT)
         host.start()
         try:
-            info = {k: v for k, v in host.client().object_info().items() if k.startswith(PACK_PREFIX)}
+            info = {k: v for k, v in host.client().object_info().items() if k.startswith(PACK_PREFIXES)}
             for node_id, entry in info.items():
                 (DOCS / f"{node_id}.md").write_text(render_page(node_id, entry), encoding="utf-8")
                 log.info("wrote web/docs/%s.md", node_id)
