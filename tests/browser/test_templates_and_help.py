@@ -15,7 +15,6 @@ pytestmark = pytest.mark.browser
 
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
 STEMS = sorted(p.stem for p in ui_workflow_paths())
-_IMAGES = "(sel) => Array.from(document.querySelectorAll(sel)).map(i => [i.alt, i.complete && i.naturalWidth])"
 
 
 def test_the_template_browser_shows_each_template_with_its_thumbnail(comfy_page):
@@ -34,13 +33,20 @@ def test_the_template_browser_shows_each_template_with_its_thumbnail(comfy_page)
         dialog.get_by_text(PACK_DIR_NAME, exact=True).click()  # the pack's entry under EXTENSIONS
         cards = dialog.locator("[data-testid^='template-workflow-']")
         cards.first.wait_for(timeout=30_000)
-        comfy_page.wait_for_function(
-            "(n) => Array.from(document.querySelectorAll('.p-dialog img')).filter(i => i.complete"
-            " && i.naturalWidth > 0).length >= n", arg=len(STEMS), timeout=30_000,
-        )
+        # the grid draws a card's picture only while the card is in view: look at each in turn
+        images: dict[str, int] = {}
+        for i in range(cards.count()):
+            card = cards.nth(i)
+            card.scroll_into_view_if_needed()
+            stem = card.get_attribute("data-testid").removeprefix("template-workflow-")
+            card.locator("img").first.wait_for(timeout=30_000)
+            comfy_page.wait_for_function(
+                "(id) => { const i = document.querySelector(`[data-testid='${id}'] img`);"
+                " return i && i.complete && i.naturalWidth > 0; }", arg=f"template-workflow-{stem}", timeout=30_000,
+            )
+            images[stem] = card.locator("img").first.evaluate("i => i.naturalWidth")
         shown = sorted(t.removeprefix("template-workflow-") for t in cards.evaluate_all(
             "els => els.map(e => e.dataset.testid)"))
-        images = dict(comfy_page.evaluate(_IMAGES, ".p-dialog [data-testid^='template-workflow-'] img"))
         ui.screenshot_keep_dialogs(comfy_page, SCREENSHOTS / "template_browser.png")
     finally:
         comfy_page.remove_listener("response", record)

@@ -54,8 +54,8 @@ def main(pack_dir: str) -> int:
 
     torch.manual_seed(0)
     result: dict = {}
-    model, _ = nodes["CogVideoXModelLoader"]().execute("cogvideox_tiny_t2v.safetensors", "fp32")
-    ours_vae, core_vae = nodes["CogVideoXVAELoader"]().execute("cogvideox_tiny_vae.safetensors", "fp32")
+    model = nodes["CogVideoXModelLoader"]().execute("cogvideox_tiny_t2v.safetensors", "fp32")[0]
+    ours_vae, core_vae = nodes["CogVideoXVAELoader"]().execute("cogvideox_tiny_vae.safetensors", "fp32")[:2]
     net = model.patcher.model
     layers = [m for m in net.modules() if hasattr(m, "comfy_cast_weights")]
     result["ops"] = {
@@ -143,7 +143,7 @@ def main(pack_dir: str) -> int:
     tmp = tempfile.mkdtemp()
     save_file(state, os.path.join(tmp, "tiny_fp8.safetensors"), metadata=metadata)
     folder_paths.add_model_folder_path("diffusion_models", tmp)
-    model8, _ = nodes["CogVideoXModelLoader"]().execute("tiny_fp8.safetensors", "fp32", "fp8_e4m3fn")
+    model8 = nodes["CogVideoXModelLoader"]().execute("tiny_fp8.safetensors", "fp32", "fp8_e4m3fn")[0]
     net8 = model8.patcher.model
     upcast, _ = loading.load_transformer(os.path.join(tmp, "tiny_fp8.safetensors"), dtype=torch.float32)
     with torch.inference_mode():

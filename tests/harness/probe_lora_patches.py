@@ -68,7 +68,7 @@ def main(pack_dir: str, work: str) -> int:
     loader = pack.NODE_CLASS_MAPPINGS["CogVideoXModelLoader"]()
     result = {}
     for label, swap in (("plain", 0), ("block_swap", 2)):
-        model, _ = loader.execute("cogvideox_tiny_t2v.safetensors", "fp32", block_swap=swap)
+        model = loader.execute("cogvideox_tiny_t2v.safetensors", "fp32", block_swap=swap)[0]
         steps = []
         for strength in (None, 1.0, 0.5, 1.0, None, 0.0):
             m = model if strength is None else node.execute(model, "probe_lora.safetensors", strength, "auto")[0]

@@ -76,7 +76,11 @@ def test_comfy_node_pack_ships_the_runtime_and_the_tiny_model_only(tmp_path):
     assert names == {p for p in tracked if not p.startswith(LEFT_OUT)}
     assert not {n for n in names if n.startswith(LEFT_OUT)}
     assert RUNTIME <= names
-    assert {p for p in tracked if p.startswith(("nodes/", "cogvideox/", "tiny/", "web/docs/"))} <= names
+    runtime_dirs = ("nodes/", "cogvideox/", "videocrafter/", "tiny/", "web/docs/")
+    assert {p for p in tracked if p.startswith(runtime_dirs)} <= names
     stems = [p.stem for p in (ROOT / "workflows").glob("*.json")]
     assert {f"workflows/{s}.jpg" for s in stems} | {f"workflows/api/{s}.json" for s in stems} <= names
-    assert len([n for n in names if n.endswith(".safetensors")]) == 4
+    # the tiny model's files (tiny/) and nothing else: no test fixtures (tests/fixtures holds some)
+    shipped = {n for n in names if n.endswith(".safetensors")}
+    assert shipped and all(n.startswith("tiny/") for n in shipped), sorted(shipped)
+    assert shipped == {p for p in tracked if p.startswith("tiny/") and p.endswith(".safetensors")}
