@@ -56,7 +56,7 @@ def main(pack_dir: str) -> int:
     result: dict = {}
     model = nodes["CogVideoXModelLoader"]().execute("cogvideox_tiny_t2v.safetensors", "fp32")[0]
     ours_vae, core_vae = nodes["CogVideoXVAELoader"]().execute("cogvideox_tiny_vae.safetensors", "fp32")[:2]
-    net = model.patcher.model
+    net = getattr(model.patcher.model, "diffusion_model", model.patcher.model)  # the library transformer
     layers = [m for m in net.modules() if hasattr(m, "comfy_cast_weights")]
     result["ops"] = {
         "transformer": sorted({type(m).__qualname__ for m in layers}),
@@ -144,7 +144,7 @@ def main(pack_dir: str) -> int:
     save_file(state, os.path.join(tmp, "tiny_fp8.safetensors"), metadata=metadata)
     folder_paths.add_model_folder_path("diffusion_models", tmp)
     model8 = nodes["CogVideoXModelLoader"]().execute("tiny_fp8.safetensors", "fp32", "fp8_e4m3fn")[0]
-    net8 = model8.patcher.model
+    net8 = getattr(model8.patcher.model, "diffusion_model", model8.patcher.model)
     upcast, _ = loading.load_transformer(os.path.join(tmp, "tiny_fp8.safetensors"), dtype=torch.float32)
     with torch.inference_mode():
         z8 = pipeline.sample(net8, model8.variant, latent, pos, neg, steps=4, cfg=4.0, seed=3)
