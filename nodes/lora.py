@@ -10,7 +10,7 @@ from comfy.weight_adapter import LoRAAdapter
 
 from ..cogvideox.loading import CogVideoXLoadError
 from ..cogvideox.lora import ALPHA_MODES, LoRA, linear_targets, load_lora
-from .common import CATEGORY, MODEL_TYPE, CogVideoXNodeError, network, weight_key_prefix
+from .common import CATEGORY, MODEL_TYPE, CheckedInputs, CogVideoXNodeError, network, weight_key_prefix
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def lora_patches(lora: LoRA, prefix: str) -> dict:
     return patches
 
 
-class CogVideoXLoRA:
+class CogVideoXLoRA(CheckedInputs):
     DISPLAY_NAME = "CogVideoX LoRA"
     DESCRIPTION = (
         "Applies a CogVideoX LoRA (.safetensors from models/loras) to the model: diffusers/PEFT "
@@ -74,8 +74,13 @@ class CogVideoXLoRA:
             }
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, strength):
+        return cls.validation_answer(strength=strength)
+
     def execute(self, model, lora_name, strength, alpha_mode):
         node = self.DISPLAY_NAME
+        self.check_inputs(strength=strength)
         path = folder_paths.get_full_path("loras", lora_name)
         if path is None:
             raise CogVideoXNodeError(node, f"LoRA {lora_name!r} was not found in models/loras/; put it there and "
