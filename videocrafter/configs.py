@@ -7,24 +7,11 @@ Field names are those of the reference YAML files (``configs/inference_*.yaml``:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-
-class _FromDict:
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]):
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
-        return cls(**kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
+from ._shared import _FromDict
 
 
 @dataclass(frozen=True)
