@@ -223,64 +223,37 @@ VARIANTS: dict[str, Variant] = {
         height=768,
         ofs=2.0,
     ),
-    # CogVideoX-Fun (alibaba-pai / aigc-apps VideoX-Fun): the base architectures with a wider
-    # input. InP: noisy 16 + mask 1 + masked-video latent 16; Control: noisy 16 + control 16.
-    # Their example scripts sample with DDIM and multiply every latent by the VAE's
-    # scaling_factor (also on 1.5: no inverted image-latent scale). See docs/cogvideox_fun.md.
-    "fun-2b-inp": Variant(
-        "fun-2b-inp",
-        TransformerConfig(in_channels=33),
-        scaling_factor=1.15258426,
-        scheduler="ddim",
-        snr_shift_scale=3.0,
-        width=672,
-        height=384,
-        fun=FUN_INPAINT,
-    ),
-    "fun-5b-inp": Variant(
-        "fun-5b-inp",
-        TransformerConfig(**_5B, in_channels=33),
-        scaling_factor=0.7,
-        scheduler="ddim",
-        width=672,
-        height=384,
-        fun=FUN_INPAINT,
-    ),
-    "fun-2b-control": Variant(
-        "fun-2b-control",
-        TransformerConfig(in_channels=32),
-        scaling_factor=1.15258426,
-        scheduler="ddim",
-        snr_shift_scale=3.0,
-        width=672,
-        height=384,
-        fun=FUN_CONTROL,
-    ),
-    "fun-5b-control": Variant(
-        "fun-5b-control",
-        TransformerConfig(**_5B, in_channels=32),
-        scaling_factor=0.7,
-        scheduler="ddim",
-        width=672,
-        height=384,
-        fun=FUN_CONTROL,
-    ),
-    "fun-1.5-5b-inp": Variant(
-        "fun-1.5-5b-inp",
-        TransformerConfig(
-            **_5B,
-            in_channels=33,
-            patch_size_t=2,
-            patch_bias=False,
-            sample_height=96,
-            sample_width=170,
-            sample_frames=81,
-        ),
-        scaling_factor=0.7,
-        scheduler="ddim",
-        frames=85,
-        width=1024,
-        height=576,
-        fun=FUN_INPAINT,
-    ),
 }
+
+
+def _fun(base: str, fun: str, in_channels: int, **changes) -> Variant:
+    """A CogVideoX-Fun variant (alibaba-pai / aigc-apps VideoX-Fun): the ``base`` architecture
+    with a wider input (InP: noisy 16 + mask 1 + masked-video latent 16; Control: noisy 16 +
+    control 16). Their example scripts sample with DDIM at 8 fps and multiply every latent by
+    the VAE's scaling_factor (also on 1.5: no inverted image-latent scale). See docs/cogvideox_fun.md."""
+    kind = "inp" if fun == FUN_INPAINT else "control"
+    base_variant = VARIANTS[base]
+    return dataclasses.replace(
+        base_variant,
+        name=f"fun-{base}-{kind}",
+        transformer=base_variant.transformer.replace(in_channels=in_channels),
+        scheduler="ddim",
+        invert_scale_latents=False,
+        fps=8,
+        fun=fun,
+        **{"width": 672, "height": 384, **changes},
+    )
+
+
+VARIANTS.update(
+    {
+        v.name: v
+        for v in (
+            _fun("2b", FUN_INPAINT, 33),
+            _fun("5b", FUN_INPAINT, 33),
+            _fun("2b", FUN_CONTROL, 32),
+            _fun("5b", FUN_CONTROL, 32),
+            _fun("1.5-5b", FUN_INPAINT, 33, frames=85, width=1024, height=576),
+        )
+    }
+)
