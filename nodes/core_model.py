@@ -60,8 +60,10 @@ class CogVideoXCoreError(CogVideoXNodeError):
 class CogVideoXLatentFormat(comfy.latent_formats.LatentFormat):
     """16-channel 3D latents, scaled by the variant's factor (0.7, or 1.15258426 for 2B).
 
-    ``rgb_projection`` (``[17, 3]``, from ``cogvideox.preview.fit_rgb_projection`` on raw latents)
-    becomes core's latent-to-RGB preview factors; core applies them to the scaled latent.
+    ``rgb_projection`` (``[17, 3]`` on raw latents, bias last: ``Variant.latent_rgb``, the layout of
+    ``cogvideox.preview.fit_rgb_projection``) becomes core's latent-to-RGB preview factors. Core's
+    Latent2RGBPreviewer applies them to the sampler's x0, which is the SCALED latent
+    (``process_in``), so the rows are divided by the scale here; the bias is unchanged.
     """
 
     latent_channels = LATENT_CHANNELS
@@ -118,6 +120,8 @@ class CogVideoXCoreModel(comfy.model_base.BaseModel):
     """
 
     def __init__(self, transformer: torch.nn.Module, variant: Variant, device=None, rgb_projection=None):
+        if rgb_projection is None:
+            rgb_projection = variant.latent_rgb  # the VAE's preview projection, when one is known
         super().__init__(
             CogVideoXCoreConfig(variant, rgb_projection), comfy.model_base.ModelType.V_PREDICTION, device=device
         )
