@@ -518,7 +518,8 @@ def bench_core(quick: bool, repeats: int, steps: int = 10) -> list[Row]:
     )
     rows = [Row(what, "time", t_core, t_pack, "s", "<= 1.05x")]
     one, three = _spawn_core(1, quick), _spawn_core(3, quick)
-    log.info("long video: 1x %s, 3x %s", one, three)
+    bare = _spawn_core(-3, quick)  # the same 3x video without windows: what the windows save
+    log.info("long video: 1x %s, 3x %s, 3x without windows %s", one, three, bare)
     what = (
         f"long video, core KSampler + ContextWindowsManual (dim 2, windows of {one['frames']} latent frames, "
         f"overlap 1): {three['frames']} vs {one['frames']} latent frames at {one['size']}, random-weight "
@@ -526,6 +527,8 @@ def bench_core(quick: bool, repeats: int, steps: int = 10) -> list[Row]:
     )
     rows.append(Row(what, "peak RSS added", three["peak_mib"], one["peak_mib"], "MiB", "<= 1.3x"))
     rows.append(Row(what, "time (1 run)", three["seconds"], one["seconds"], "s"))
+    what = f"the same {bare['frames']} latent frames WITHOUT context windows / the trained {one['frames']}"
+    rows.append(Row(what, "peak RSS added", bare["peak_mib"], one["peak_mib"], "MiB"))
     return rows
 
 
@@ -545,6 +548,7 @@ def long_video_case(quick: bool) -> tuple[TransformerConfig, int, tuple[int, int
 def core_child(factor: int, quick: bool) -> dict:
     """Runs in a fresh process: core KSampler on the core MODEL in core context windows of the trained
     length (``long_video_case``), at ``factor`` x that length; the peak RSS the sampling added.
+    A negative ``factor``: ``-factor`` x the length with no context windows (the model has RoPE only).
 
     The activations of a window dominate at this size (tokens = window x h/2 x w/2 + 226 text), so
     the ratio 3x / 1x shows whether memory is bounded by the window. glibc returns freed large
@@ -565,12 +569,15 @@ def core_child(factor: int, quick: bool) -> dict:
     cpu = torch.device("cpu")
     patcher = comfy.model_patcher.ModelPatcher(CogVideoXCoreModel(net, variant), cpu, cpu)
     add_sampling_checks(patcher)
-    model = ContextWindowsManualNode.execute(patcher, window, 1, "standard_static", 1, False, "pyramid", 2).result[0]
+    model = patcher
+    if factor > 0:
+        node = ContextWindowsManualNode
+        model = node.execute(patcher, window, 1, "standard_static", 1, False, "pyramid", 2).result[0]
     gen = torch.Generator().manual_seed(5)
     pos = [[torch.randn(1, 226, tcfg.text_embed_dim, generator=gen), {}]]
     neg = [[torch.randn(1, 226, tcfg.text_embed_dim, generator=gen), {}]]
     steps = 1 if quick else 2
-    frames = window * factor
+    frames = window * abs(factor)
 
     def run(n: int, t: int):
         latent = {"samples": torch.zeros(1, 16, t, h, w)}
@@ -586,7 +593,7 @@ def core_child(factor: int, quick: bool) -> dict:
         seconds = time.perf_counter() - start
         peak = _status_kib("VmHWM")
     return {
-        "frames": frames, "steps": steps, "seconds": seconds, "peak_mib": (peak - before) / 1024,
+        "frames": frames, "steps": steps, "windows": factor > 0, "seconds": seconds, "peak_mib": (peak - before) / 1024,
         "size": f"{h}x{w}", "finite": bool(torch.isfinite(out).all()),
         "model": f"{tcfg.num_layers} layers x {tcfg.num_attention_heads} heads x {tcfg.attention_head_dim}",
     }
