@@ -11,7 +11,8 @@ and prints a markdown table of ratios (ours / diffusers) with the absolute figur
 - ``core``: the core MODEL (nodes/core_model.py) in the real ComfyUI, loaded into this process:
   core KSampler's sampling vs the pack's sampler (same solver, steps and noise; the ratio column is
   core / pack), and the peak memory of a 3x-long video in core context windows vs the trained
-  length on the shipped tiny model (ratio 3x / 1x; each in a fresh child process).
+  length (ratio 3x / 1x, and 3x without windows for contrast; each in a fresh child process) on a
+  random-weight CogVideoX-shaped model at a real 60x90 latent, where a window's activations dominate.
 - ``ops`` (needs the scratch ComfyUI in build/comfyui): the transformer step built from ComfyUI's
   ``comfy.ops.disable_weight_init`` layers (what the Model Loader uses) against ``torch.nn``
   layers, with nothing offloaded, and with every layer streamed through a ModelPatcher partial
