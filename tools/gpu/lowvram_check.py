@@ -1,7 +1,7 @@
 """GPU check: the core CogVideoX MODEL under ComfyUI's low-VRAM partial loading vs normal mode.
 
     .venv/bin/python tools/gpu/lowvram_check.py                    # shipped tiny model, every layer streamed
-    .venv/bin/python tools/gpu/lowvram_check.py --random-layers 8  # 5B-wide random model, partly streamed
+    .venv/bin/python tools/gpu/lowvram_check.py --random-layers 8 --keep-gb 2  # 5B-wide, partly streamed
     .venv/bin/python tools/gpu/lowvram_check.py --help
 
 Runs the same core KSampler graph (the Model Loader's core MODEL, same seed and noise) in two fresh
@@ -10,8 +10,10 @@ processes of the real ComfyUI (``build/comfyui``, from ``make env``) on CUDA:
 - ``normal``: ComfyUI's default memory management (the model loaded whole on the GPU);
 - ``lowvram``: ``--lowvram --reserve-vram R`` so the memory manager loads the model only partly
   and streams the rest of the weights layer by layer (``comfy.ops`` ``comfy_cast_weights``).
-  ``R`` defaults to the card's size minus ``--keep-gb``: with the shipped tiny model nothing
-  fits, so every layer is streamed; with ``--random-layers`` some layers fit and some stream.
+  ``R`` defaults to the card's size minus ``--keep-gb``. ComfyUI 0.3.75 gives the weights what is
+  free minus (0.8 GB + R), so the default (keep 0) leaves nothing and every layer is streamed;
+  ``--random-layers 8 --keep-gb 2`` (8 blocks of 5B width, ~3.6 GB in fp32) loads a part of it
+  (about 1 GB less the CUDA context) and streams the rest.
 
 It prints, per mode, how many of the transformer's comfy.ops layers were streamed, the peak CUDA
 memory and the time, then the PSNR of the decoded frames (tiny model) or of the latents (random
@@ -153,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="weights and compute of the transformer (the loader's weight_dtype)")
     parser.add_argument("--random-layers", type=int, default=0,
                         help="instead of the tiny model: a random 5B-wide transformer with this many blocks")
-    parser.add_argument("--keep-gb", type=float, default=1.0,
-                        help="lowvram: GPU memory left to the model; --reserve-vram = card size - this")
+    parser.add_argument("--keep-gb", type=float, default=0.0,
+                        help="lowvram: --reserve-vram = card size - this; ComfyUI then gives the weights about "
+                             "this - 0.8 GB (0: every layer streamed)")
     parser.add_argument("--reserve-vram", type=float, default=None, help="lowvram: --reserve-vram in GB (overrides)")
     parser.add_argument("--timeout", type=int, default=540, help="seconds per mode")
     parser.add_argument("--cpu-dry-run", action="store_true",
