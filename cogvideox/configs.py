@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .preview import RELEASED_VAE_RGB
+
 
 def _fits(annotation: str, value: Any) -> bool:
     """Whether a JSON value fits a field annotated ``annotation`` (a string: postponed annotations)."""
@@ -156,6 +158,9 @@ class Variant:
     ofs: float | None = None  # 1.5 I2V feeds ofs=2.0
     extra: dict[str, Any] = field(default_factory=dict)
     fun: str | None = None  # CogVideoX-Fun conditioning: "inpaint" (33 channels) or "control" (32)
+    # Latent previews: a [C+1][3] projection of RAW VAE latents to RGB in [-1, 1], bias last
+    # (cogvideox.preview.fit_rgb_projection's layout), or None when none is known for the VAE.
+    latent_rgb: tuple[tuple[float, ...], ...] | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_i2v(self) -> bool:
@@ -224,6 +229,9 @@ VARIANTS: dict[str, Variant] = {
         ofs=2.0,
     ),
 }
+
+# Every released variant decodes with the same VAE, so they share its latent preview.
+VARIANTS = {name: dataclasses.replace(v, latent_rgb=RELEASED_VAE_RGB) for name, v in VARIANTS.items()}
 
 
 def _fun(base: str, fun: str, in_channels: int, **changes) -> Variant:

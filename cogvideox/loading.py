@@ -504,7 +504,22 @@ def _with_variant_metadata(variant: Variant, files: Sequence[Path]) -> Variant:
     # Files written with variant metadata before CogVideoX-Fun existed (the pack's tiny I2V: 32
     # channels, RoPE, no learned positions) are not Fun Control models: "fun" is stated or absent.
     data.setdefault("fun", None)
+    # Such a model has its own VAE: the released VAE's preview factors do not fit its latents.
+    data["latent_rgb"] = _latent_rgb(data.get("latent_rgb"), files[0])
     return dataclasses.replace(variant, **{k: v for k, v in data.items() if k in _VARIANT_FIELDS})
+
+
+def _latent_rgb(value, source) -> tuple[tuple[float, ...], ...] | None:
+    """A variant's ``latent_rgb`` metadata (``[C+1][3]``, bias last) as tuples, or None."""
+    if value is None:
+        return None
+    try:
+        rows = tuple(tuple(float(v) for v in row) for row in value)
+    except (TypeError, ValueError) as err:
+        raise CogVideoXLoadError(f"the latent_rgb metadata of {source} is not a list of number rows ({err})") from err
+    if len(rows) < 2 or any(len(row) != 3 for row in rows):
+        raise CogVideoXLoadError(f"the latent_rgb metadata of {source} is not [channels + 1][3] (bias last)")
+    return rows
 
 
 def load_vae(

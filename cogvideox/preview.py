@@ -10,6 +10,40 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
+# The released CogVideoX VAE (2B, 5B and 1.5 share it). No fitted projection has been published;
+# these are the only factors in public code: kijai/ComfyUI-CogVideoXWrapper (Apache-2.0),
+# pipeline_cogvideox.py, class CogVideoXLatentFormat, added in commit 90e8367 (2025-01-20), same at
+# fdb8abd (2025-08-07). They were picked by hand from random draws (that repository's
+# CogVideoLatentPreview node), not fitted, and could not be checked here (no real weights).
+# Layout: 16 rows (latent channels) x 3 (R, G, B) and an RGB bias, applied by ComfyUI's
+# Latent2RGBPreviewer to 5 x the x0 prediction in the sampler's SCALED space (latent x 0.7, the
+# 5B / 1.5 scaling_factor that wrapper's format states). Converted below to our raw-latent layout:
+# rows x 5 x 0.7, bias unchanged.
+_WRAPPER_FACTORS = (
+    (0.03197404301362048, 0.04091260743347359, 0.0015679806301828524),
+    (0.005517101026578029, 0.0052348639043457755, -0.005613441650464035),
+    (0.0012485338264583965, -0.016096744206117782, 0.025023940031635054),
+    (0.01760126794276171, 0.0036818415416642893, -0.0006019202528157255),
+    (0.000444954842288864, 0.006102128982092191, 0.0008457999272962447),
+    (-0.010531904354560697, -0.0032275501924977175, -0.00886595780267917),
+    (-0.0001454543946122991, 0.010199210750845965, -0.00012702234832386188),
+    (0.02078497279904325, -0.001669617778939972, 0.006712703698951264),
+    (0.005529571599763264, 0.009733929789086743, 0.001887302765339838),
+    (0.012138415094654218, 0.024684961927224837, 0.037211249767461915),
+    (0.0010364484570000384, 0.01983636315929172, 0.009864602025627755),
+    (0.006802862648143341, -0.0010509255113510681, -0.007026003345126021),
+    (0.0003532208468418043, 0.005351971582801936, -0.01845912126717106),
+    (-0.009045079994694397, -0.01127941143183089, 0.0042294057970470806),
+    (0.002548289972720752, 0.025224244654428216, -0.0006086130121693347),
+    (-0.011135669222532816, 0.0018181308593668505, 0.02794541485349922),
+)
+_WRAPPER_BIAS = (-0.023, 0.0, -0.017)
+_WRAPPER_GAIN, _WRAPPER_SCALE = 5.0, 0.7
+RELEASED_VAE_RGB: tuple[tuple[float, ...], ...] = (
+    *(tuple(v * _WRAPPER_GAIN * _WRAPPER_SCALE for v in row) for row in _WRAPPER_FACTORS),
+    _WRAPPER_BIAS,
+)  # [17][3] raw latent -> RGB in [-1, 1], bias last
+
 
 def fit_rgb_projection(latents: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
     """Least-squares ``[C+1, 3]`` projection (bias last) from latent channels to RGB.

@@ -212,6 +212,12 @@ class CogVideoXTransformer(nn.Module):
         self.compute_dtype = compute_dtype
         self._pos_cache: dict[tuple, object] = {}
 
+    @property
+    def in_channels(self) -> int:
+        """Input channels (``config.in_channels``), as core ComfyUI networks expose them (core's
+        RenormCFG reads ``diffusion_model.in_channels``)."""
+        return self.config.in_channels
+
     # ----------------------------------------------------------------- geometry
     def _trained_grid(self) -> tuple[int, int, int]:
         """Token grid (T', H', W') of the training size (``sample_*`` of the config)."""

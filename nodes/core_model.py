@@ -57,11 +57,35 @@ class CogVideoXCoreError(CogVideoXNodeError):
         super().__init__(f"{node} on the {MODEL_NAME}", message)
 
 
+class UNetSettingError(CogVideoXCoreError, KeyError):
+    """A core node asked the model's config for a UNet setting (FreeU's ``model_channels``, ...)."""
+
+    __str__ = ValueError.__str__  # the message as it is (KeyError's would quote it)
+
+
+class _UNetConfig(dict):
+    """The core config's ``unet_config``: a missing setting is a clear error, not a bare KeyError.
+
+    Core nodes made for UNets read UNet settings from it when they run (FreeU / FreeU_V2:
+    ``model_channels``); CogVideoX is a transformer and has none of them.
+    """
+
+    def __missing__(self, key):
+        raise UNetSettingError(
+            f"it read the UNet setting {key!r} of the model, which CogVideoX (a transformer, not a UNet) does "
+            "not have: that node works on UNet models only (FreeU, FreeU_V2 and the like). Remove it between "
+            "the loader's core_model output and the sampler.",
+            "a core UNet node (FreeU / FreeU_V2)",
+        )
+
+
 class CogVideoXLatentFormat(comfy.latent_formats.LatentFormat):
     """16-channel 3D latents, scaled by the variant's factor (0.7, or 1.15258426 for 2B).
 
-    ``rgb_projection`` (``[17, 3]``, from ``cogvideox.preview.fit_rgb_projection`` on raw latents)
-    becomes core's latent-to-RGB preview factors; core applies them to the scaled latent.
+    ``rgb_projection`` (``[17, 3]`` on raw latents, bias last: ``Variant.latent_rgb``, the layout of
+    ``cogvideox.preview.fit_rgb_projection``) becomes core's latent-to-RGB preview factors. Core's
+    Latent2RGBPreviewer applies them to the sampler's x0, which is the SCALED latent
+    (``process_in``), so the rows are divided by the scale here; the bias is unchanged.
     """
 
     latent_channels = LATENT_CHANNELS
@@ -104,6 +128,7 @@ class CogVideoXCoreConfig(comfy.supported_models_base.BASE):
 
     def __init__(self, variant: Variant, rgb_projection: torch.Tensor | None = None):
         super().__init__(dict(self.unet_config))
+        self.unet_config = _UNetConfig(self.unet_config)
         self.latent_format = CogVideoXLatentFormat(variant.scaling_factor, rgb_projection)
 
 
@@ -118,6 +143,8 @@ class CogVideoXCoreModel(comfy.model_base.BaseModel):
     """
 
     def __init__(self, transformer: torch.nn.Module, variant: Variant, device=None, rgb_projection=None):
+        if rgb_projection is None:
+            rgb_projection = variant.latent_rgb  # the VAE's preview projection, when one is known
         super().__init__(
             CogVideoXCoreConfig(variant, rgb_projection), comfy.model_base.ModelType.V_PREDICTION, device=device
         )

@@ -286,10 +286,12 @@ class CogVideoXSampler(CheckedInputs):
             return (latent,)
 
         pbar = comfy.utils.ProgressBar(steps, node_id=unique_id)
+        # the VAE's latent-to-RGB projection (raw latents, as x0 comes here), or principal components
+        projection = None if variant.latent_rgb is None else torch.tensor(variant.latent_rgb)
 
         def callback(step: int, total: int, x0: torch.Tensor):
             mm.throw_exception_if_processing_interrupted()
-            image = Image.fromarray(preview.latent_preview(x0).numpy())
+            image = Image.fromarray(preview.latent_preview(x0, projection).numpy())
             pbar.update_absolute(step + 1, total, ("JPEG", image, PREVIEW_SIZE))
 
         try:

@@ -11,7 +11,8 @@ and prints a markdown table of ratios (ours / diffusers) with the absolute figur
 - ``core``: the core MODEL (nodes/core_model.py) in the real ComfyUI, loaded into this process:
   core KSampler's sampling vs the pack's sampler (same solver, steps and noise; the ratio column is
   core / pack), and the peak memory of a 3x-long video in core context windows vs the trained
-  length on the shipped tiny model (ratio 3x / 1x; each in a fresh child process).
+  length (ratio 3x / 1x, and 3x without windows for contrast; each in a fresh child process) on a
+  random-weight CogVideoX-shaped model at a real 60x90 latent, where a window's activations dominate.
 - ``ops`` (needs the scratch ComfyUI in build/comfyui): the transformer step built from ComfyUI's
   ``comfy.ops.disable_weight_init`` layers (what the Model Loader uses) against ``torch.nn``
   layers, with nothing offloaded, and with every layer streamed through a ModelPatcher partial
@@ -518,54 +519,91 @@ def bench_core(quick: bool, repeats: int, steps: int = 10) -> list[Row]:
     )
     rows = [Row(what, "time", t_core, t_pack, "s", "<= 1.05x")]
     one, three = _spawn_core(1, quick), _spawn_core(3, quick)
-    log.info("long video: 1x %s, 3x %s", one, three)
+    bare = _spawn_core(-3, quick)  # the same 3x video without windows: what the windows save
+    log.info("long video: 1x %s, 3x %s, 3x without windows %s", one, three, bare)
     what = (
-        f"long video, shipped tiny model through the nodes: {three['frames']} latent frames in core context "
-        f"windows of 3 / the trained {one['frames']} frames, {one['steps']} steps"
+        f"long video, core KSampler + ContextWindowsManual (dim 2, windows of {one['frames']} latent frames, "
+        f"overlap 1): {three['frames']} vs {one['frames']} latent frames at {one['size']}, random-weight "
+        f"{one['model']}, CFG, {one['steps']} steps"
     )
     rows.append(Row(what, "peak RSS added", three["peak_mib"], one["peak_mib"], "MiB", "<= 1.3x"))
     rows.append(Row(what, "time (1 run)", three["seconds"], one["seconds"], "s"))
+    what = f"the same {bare['frames']} latent frames WITHOUT context windows / the trained {one['frames']}"
+    rows.append(Row(what, "peak RSS added", bare["peak_mib"], one["peak_mib"], "MiB"))
     return rows
 
 
+def long_video_case(quick: bool) -> tuple[TransformerConfig, int, tuple[int, int]]:
+    """The memory case: a random-weight CogVideoX-shaped transformer (RoPE, no learned positions)
+    with few thin layers, so that one step at a real latent size (60x90: 480x720 px) takes seconds
+    on a CPU; the trained (window) length in latent frames; the latent's (h, w)."""
+    h, w = (30, 44) if quick else (60, 90)
+    window = 2 if quick else 3
+    cfg = TransformerConfig(
+        num_attention_heads=4, attention_head_dim=64, num_layers=2, time_embed_dim=64, text_embed_dim=64,
+        use_rotary_positional_embeddings=True, sample_height=h, sample_width=w, sample_frames=(window - 1) * 4 + 1,
+    )
+    return cfg, window, (h, w)
+
+
 def core_child(factor: int, quick: bool) -> dict:
-    """Runs in a fresh process: one tiny-model sampling at ``factor`` x the trained length through
-    the nodes (core KSampler; context windows of the trained 3 latent frames when longer)."""
+    """Runs in a fresh process: core KSampler on the core MODEL in core context windows of the trained
+    length (``long_video_case``), at ``factor`` x that length; the peak RSS the sampling added.
+    A negative ``factor``: ``-factor`` x the length with no context windows (the model has RoPE only).
+
+    The activations of a window dominate at this size (tokens = window x h/2 x w/2 + 226 text), so
+    the ratio 3x / 1x shows whether memory is bounded by the window. glibc returns freed large
+    blocks to the system (``MALLOC_MMAP_THRESHOLD_``, set by ``_spawn_core``), so RSS follows the
+    live tensors rather than the allocator's high-water mark."""
     torch.set_num_threads(THREADS)
     _load_comfy()
-    from cogvideox_pack.nodes.loaders import CogVideoXModelLoader, CogVideoXT5Loader
-    from cogvideox_pack.nodes.text import CogVideoXTextEncode
+    import comfy.model_patcher
+    from cogvideox_pack.cogvideox import configs, transformer
+    from cogvideox_pack.nodes.core_model import CogVideoXCoreModel, add_sampling_checks
     from comfy_extras.nodes_context_windows import ContextWindowsManualNode
 
     import nodes as comfy_nodes
 
-    steps = 3 if quick else 10
-    clip = CogVideoXT5Loader().execute("cogvideox_tiny_t5.safetensors", "fp32")[0]
-    pos = CogVideoXTextEncode().execute(clip, "a red square moving right")[0]
-    neg = CogVideoXTextEncode().execute(clip, "")[0]
-    model = CogVideoXModelLoader().execute("cogvideox_tiny_t2v.safetensors", "fp32")[2]
-    model = ContextWindowsManualNode.execute(model, 3, 1, "standard_static", 1, False, "pyramid", 2).result[0]
-    frames = 3 * factor
-    latent = {"samples": torch.zeros(1, 16, frames, 8, 8)}
+    tcfg, window, (h, w) = long_video_case(quick)
+    variant = dataclasses.replace(configs.VARIANTS["5b"], transformer=tcfg)
+    net = randomize(transformer.CogVideoXTransformer(tcfg).eval(), seed=0)
+    cpu = torch.device("cpu")
+    patcher = comfy.model_patcher.ModelPatcher(CogVideoXCoreModel(net, variant), cpu, cpu)
+    add_sampling_checks(patcher)
+    model = patcher
+    if factor > 0:
+        node = ContextWindowsManualNode
+        model = node.execute(patcher, window, 1, "standard_static", 1, False, "pyramid", 2).result[0]
+    gen = torch.Generator().manual_seed(5)
+    pos = [[torch.randn(1, 226, tcfg.text_embed_dim, generator=gen), {}]]
+    neg = [[torch.randn(1, 226, tcfg.text_embed_dim, generator=gen), {}]]
+    steps = 1 if quick else 2
+    frames = window * abs(factor)
 
-    def run(n):
-        return comfy_nodes.KSampler().sample(model, 0, n, 6.0, "euler", "simple", pos, neg, latent, denoise=1.0)
+    def run(n: int, t: int):
+        latent = {"samples": torch.zeros(1, 16, t, h, w)}
+        return comfy_nodes.KSampler().sample(model, 0, n, 6.0, "euler", "simple", pos, neg, latent)[0]["samples"]
 
-    run(1)  # warm-up: weights, kernels, allocator pools
-    gc.collect()
     with torch.inference_mode():
+        run(1, window)  # warm-up at the trained length (the same in every child): kernels, caches
+        gc.collect()
         before = _status_kib("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
         start = time.perf_counter()
-        run(steps)
+        out = run(steps, frames)
         seconds = time.perf_counter() - start
         peak = _status_kib("VmHWM")
-    return {"frames": frames, "steps": steps, "seconds": seconds, "peak_mib": (peak - before) / 1024}
+    return {
+        "frames": frames, "steps": steps, "windows": factor > 0, "seconds": seconds, "peak_mib": (peak - before) / 1024,
+        "size": f"{h}x{w}", "finite": bool(torch.isfinite(out).all()),
+        "model": f"{tcfg.num_layers} layers x {tcfg.num_attention_heads} heads x {tcfg.attention_head_dim}",
+    }
 
 
 def _spawn_core(factor: int, quick: bool) -> dict:
     cmd = [sys.executable, __file__, "--core-child", str(factor)] + (["--quick"] if quick else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "262144", "MALLOC_TRIM_THRESHOLD_": "262144"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"core child x{factor} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -270,3 +270,23 @@ def test_variant_metadata_overrides_the_released_defaults(reference, tmp_path):
     assert variant.transformer == cfg
     plain = loading.match_variant(cfg)
     assert plain.scaling_factor == VARIANTS["5b"].scaling_factor
+
+
+def test_variant_metadata_carries_the_preview_projection(reference, tmp_path):
+    """``latent_rgb`` in the variant metadata is the model's preview projection; a file with variant
+    metadata but none gets no projection (its VAE is not the released one), a released model keeps
+    the released VAE's; a malformed one is refused by name."""
+    cfg, ref = reference("5b")
+    rows = [[0.1 * i, -0.2, 0.3] for i in range(16)] + [[-0.5, -0.5, -0.5]]
+    path = tmp_path / "with.safetensors"
+    loading.save_safetensors(ref, path, cfg, extra={"variant": {"name": "tiny-t2v", "latent_rgb": rows}})
+    _, variant = load_transformer(path)
+    assert variant.latent_rgb == tuple(tuple(r) for r in rows)
+    loading.save_safetensors(ref, tmp_path / "without.safetensors", cfg, extra={"variant": {"name": "tiny-t2v"}})
+    _, variant = load_transformer(tmp_path / "without.safetensors")
+    assert variant.latent_rgb is None
+    assert len(loading.match_variant(cfg).latent_rgb) == 17
+    bad = tmp_path / "bad.safetensors"
+    loading.save_safetensors(ref, bad, cfg, extra={"variant": {"name": "tiny-t2v", "latent_rgb": [[1, 2]] * 17}})
+    with pytest.raises(loading.CogVideoXLoadError, match="latent_rgb metadata .* not \\[channels \\+ 1\\]\\[3\\]"):
+        load_transformer(bad)

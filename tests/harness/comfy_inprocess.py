@@ -17,8 +17,11 @@ from harness import comfy_tree
 PACK_NAME = "cogvideox_pack"
 
 
-def load_pack() -> types.ModuleType:
-    """Import ComfyUI (CPU) and the pack once; return the pack's package module."""
+def load_pack(args: tuple[str, ...] = ("--cpu",)) -> types.ModuleType:
+    """Import ComfyUI and the pack once; return the pack's package module.
+
+    ``args``: ComfyUI's command line for this process (CPU-only by default; the GPU scripts in
+    ``tools/gpu`` pass e.g. ``("--lowvram",)``). Only the first call's ``args`` count."""
     if PACK_NAME in sys.modules:
         return sys.modules[PACK_NAME]
     comfy_dir = comfy_tree.prepare()
@@ -28,7 +31,7 @@ def load_pack() -> types.ModuleType:
     import comfy.options
 
     argv = sys.argv
-    sys.argv = ["main.py", "--cpu"]
+    sys.argv = ["main.py", *args]
     try:
         comfy.options.enable_args_parsing()
         import comfy.cli_args  # noqa: F401 - parses the CPU-only command line now

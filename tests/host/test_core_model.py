@@ -328,3 +328,19 @@ def test_core_denoised_equals_the_library_x0_for_fun_models(pack, lib, name):
         assert err < 1e-5, f"{name} t={t}: core x0 differs from the pack's Fun path by {err:.2e}"
     with pytest.raises(ValueError, match="CogVideoX Fun .* Conditioning"):
         model.extra_conds(noise=x_vp, device=torch.device("cpu"), cross_attn=context, concat_latent_image=latent)
+
+
+def test_core_cfg_and_unet_nodes_on_the_core_model(pack, tiny):
+    """RenormCFG (reads ``diffusion_model.in_channels``) runs and changes the result; FreeU_V2 (reads
+    the UNet's ``model_channels``) stops with a message naming it instead of a bare KeyError."""
+    from comfy_extras.nodes_freelunch import FreeU_V2
+    from comfy_extras.nodes_lumina2 import RenormCFG
+
+    _, _, core_model = tiny["t2v"]
+    latent = torch.zeros(1, 16, 3, 8, 8)
+    base = _core_ksampler(core_model, tiny["positive"], tiny["negative"], latent, "euler", "simple", steps=3)
+    renormed = RenormCFG.execute(core_model, 100.0, 0.5).result[0]
+    out = _core_ksampler(renormed, tiny["positive"], tiny["negative"], latent, "euler", "simple", steps=3)
+    assert torch.isfinite(out).all() and (out - base).abs().max() > 1e-3
+    with pytest.raises(KeyError, match="FreeU .*'model_channels'.*not a UNet"):
+        FreeU_V2().patch(core_model, 1.3, 1.4, 0.9, 0.2)

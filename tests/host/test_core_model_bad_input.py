@@ -109,3 +109,23 @@ def test_a_unet_patch_on_the_core_model(client):
     error, message = _failed(client, api)
     for needle in ("core patch node", "attn1", "Perturbed-Attention Guidance", "Remove that node"):
         assert needle in message, message
+
+
+@pytest.mark.parametrize("node", ["FreeU", "FreeU_V2"])
+def test_a_unet_only_node_that_reads_unet_settings(client, node):
+    """FreeU reads the UNet's model_channels when it runs: a message naming it and the fix, not a
+    bare KeyError 'model_channels' from inside core's node."""
+    api = _ksampler_graph(model=["72", 0])
+    api["72"] = {
+        "class_type": node,
+        "inputs": {"model": ["4", CORE_MODEL_SLOT], "b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2},
+    }
+    with pytest.raises(ExecutionFailed) as failed:
+        client.run(api, timeout=300)
+    error = execution_error(failed.value)
+    message = error["exception_message"]
+    assert error["node_type"] == node, error
+    assert error["exception_type"].endswith("UNetSettingError"), (error["exception_type"], message)
+    assert "Traceback" not in message and not message.startswith("'"), message
+    for needle in ("FreeU", "CogVideoX MODEL", "'model_channels'", "not a UNet", "Remove it"):
+        assert needle in message, message
