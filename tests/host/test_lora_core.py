@@ -119,6 +119,38 @@ def test_fp8_storage_gets_the_lora_at_compute_time(pack, tiny):
         assert torch.equal(layer.upcast_weight(), before[name][1]), name
 
 
+def test_streamed_fp8_layers_get_core_patches_unrounded_and_ours_too(pack, tiny):
+    """ComfyUI's low-VRAM path (a partial load streams every casting layer, fp8 ones included):
+    a core ``add_patches`` LoRA (what core's LoRA loaders make) comes as a ``LowVramPatch`` whose
+    stored-domain weight ``set_weight(return_weight=True)`` gives back unrounded, and the node's
+    compute-time patch still applies; after unloading, the layers are as before."""
+    import folder_paths
+    from cogvideox_pack.cogvideox import lora as L
+    from cogvideox_pack.cogvideox.quant import LowPrecisionLinear
+    from cogvideox_pack.nodes.common import network, weight_key_prefix
+    from cogvideox_pack.nodes.lora import lora_patches
+
+    model = _load("fp8_e4m3fn")[0]
+    patcher, net = model.patcher, network(model.patcher)
+    parsed = L.load_lora(folder_paths.get_full_path("loras", LORA), L.linear_targets(net))
+    fp8 = {n: m for n, m in net.named_modules() if isinstance(m, LowPrecisionLinear) and n in parsed.layers}
+    before = {n: (m.weight.clone(), m.upcast_weight()) for n, m in fp8.items()}
+    core_style = patcher.clone()
+    core_style.add_patches(lora_patches(parsed, weight_key_prefix(patcher)), 0.7)
+    ours = _lora(model, 0.7)[0].patcher
+    cpu = torch.device("cpu")
+    for label, clone in (("core add_patches", core_style), ("CogVideoX LoRA", ours)):
+        clone.patch_model(cpu, lowvram_model_memory=1)  # every casting layer streamed
+        for name, layer in fp8.items():
+            assert layer.weight_function, f"{label}: {name} was not streamed with its patch"
+            expected = before[name][1] + 0.7 * parsed.layers[name].delta()
+            torch.testing.assert_close(layer.upcast_weight(), expected, rtol=1e-6, atol=1e-6, msg=f"{label} {name}")
+        clone.unpatch_model(cpu)
+        for name, layer in fp8.items():
+            assert torch.equal(layer.weight, before[name][0]) and not layer.weight_function, f"{label}: {name}"
+            assert torch.equal(layer.upcast_weight(), before[name][1]), f"{label}: {name}"
+
+
 def test_fp8_lora_frames_match_bf16_lora_frames(pack, tiny):
     """fp8 + LoRA against bf16 + LoRA (the acceptance), next to fp8 against bf16 without a LoRA
     (what fp8 storage itself costs) and the old way (the LoRA rounded into the fp8 weights by
