@@ -286,21 +286,20 @@ class WeightDelta:
     ``ops``; ComfyUI's ``ModelPatcher.add_weight_wrapper`` puts it there while the patched model
     is loaded and takes it off when another one loads).
 
-    ``fn(weight) -> weight + factor * up @ down``, computed in float32 on the weight's device and
-    added in the weight's dtype; ``divisor`` (a low-precision layer's fp8 scale, see
-    ``quant.LowPrecisionLinear.stored_domain``) divides the difference first. The weight in storage
-    is never touched, so the LoRA's difference is never rounded to an fp8 / bf16 storage dtype.
+    ``fn(weight) -> weight + factor * up @ down`` in one ``addmm`` in the weight's dtype on its
+    device (one rounding); ``divisor`` (a low-precision layer's fp8 scale, see
+    ``quant.LowPrecisionLinear.stored_domain``) divides the factor. The weight in storage is never
+    touched, so the LoRA's difference is never rounded to an fp8 / bf16 storage dtype.
     """
 
     def __init__(self, layer: LoRALayer, factor: float, divisor: torch.Tensor | None = None):
         self.up, self.down = layer.up.float(), layer.down.float()  # [out, rank], [rank, in]
-        self.factor = float(factor)
-        self.divisor = None if divisor is None else divisor.detach().float().clone()
+        self.alpha = float(factor) / (1.0 if divisor is None else float(divisor))
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
-        delta = self.up.to(weight.device) @ self.down.to(weight.device)  # [out, in]
-        delta = delta * self.factor if self.divisor is None else delta * self.factor / self.divisor.to(weight.device)
-        return weight + delta.to(weight.dtype)
+        up = self.up.to(weight.device, weight.dtype)
+        down = self.down.to(weight.device, weight.dtype)
+        return torch.addmm(weight, up, down, alpha=self.alpha)  # [out, in]
 
 
 # ----------------------------------------------------------------------------- merging
