@@ -280,6 +280,28 @@ def load_lora(path: str | Path, targets: Mapping[str, tuple[int, int]], alpha_mo
     return lora
 
 
+# ----------------------------------------------------------------------------- at compute time
+class WeightDelta:
+    """A LoRA added at compute time: a callable for a casting layer's ``weight_function`` (see
+    ``ops``; ComfyUI's ``ModelPatcher.add_weight_wrapper`` puts it there while the patched model
+    is loaded and takes it off when another one loads).
+
+    ``fn(weight) -> weight + factor * up @ down`` in one ``addmm`` in the weight's dtype on its
+    device (one rounding); ``divisor`` (a low-precision layer's fp8 scale, see
+    ``quant.LowPrecisionLinear.stored_domain``) divides the factor. The weight in storage is never
+    touched, so the LoRA's difference is never rounded to an fp8 / bf16 storage dtype.
+    """
+
+    def __init__(self, layer: LoRALayer, factor: float, divisor: torch.Tensor | None = None):
+        self.up, self.down = layer.up.float(), layer.down.float()  # [out, rank], [rank, in]
+        self.alpha = float(factor) / (1.0 if divisor is None else float(divisor))
+
+    def __call__(self, weight: torch.Tensor) -> torch.Tensor:
+        up = self.up.to(weight.device, weight.dtype)
+        down = self.down.to(weight.device, weight.dtype)
+        return torch.addmm(weight, up, down, alpha=self.alpha)  # [out, in]
+
+
 # ----------------------------------------------------------------------------- merging
 @torch.no_grad()
 def merge(model: nn.Module, lora: LoRA, strength: float = 1.0) -> nn.Module:

@@ -34,7 +34,16 @@ class LowPrecisionLinear(nn.Linear):
 
     ``forward`` computes ``x @ (weight * scale).T + bias`` in ``compute_dtype``; the bias stays
     in ``compute_dtype``. ``compute_dtype`` is what callers should cast inputs to.
+
+    It follows the casting-layer protocol of ``ops`` (ComfyUI's ``comfy.ops``):
+    ``comfy_cast_weights`` is true (the forward always casts), and the callables in
+    ``weight_function`` / ``bias_function`` are applied on every call to the weight cast to
+    ``compute_dtype`` *before* the fp8 scale (the stored values' domain, as ``comfy.ops`` applies
+    them before a scaled fp8 layer's scale) and to the bias. Patches that come this way (a LoRA at
+    compute time) are never rounded to the storage dtype.
     """
+
+    comfy_cast_weights = True
 
     def __init__(
         self,
@@ -51,6 +60,8 @@ class LowPrecisionLinear(nn.Linear):
         self.compute_dtype = compute_dtype
         self.weight = nn.Parameter(self.weight.detach().to(storage_dtype), requires_grad=False)
         self.register_buffer("weight_scale", torch.ones((), dtype=torch.float32, device=device))
+        self.weight_function: list = []
+        self.bias_function: list = []
 
     @classmethod
     def from_linear(
@@ -79,10 +90,24 @@ class LowPrecisionLinear(nn.Linear):
         return new
 
     def upcast_weight(self, device: torch.device | None = None) -> torch.Tensor:
+        """The weight [out, in] the layer computes with, on ``device`` in ``compute_dtype``:
+        the stored values, then ``weight_function``, then the fp8 scale."""
         w = self.weight.to(device=device or self.weight.device, dtype=self.compute_dtype)  # [out, in]
+        for fn in self.weight_function:
+            w = fn(w)
         if self.storage_dtype in _FP8:
-            w = w.mul_(self.weight_scale.to(device=w.device, dtype=self.compute_dtype))
+            w = w.mul_(self.weight_scale.to(device=w.device, dtype=self.compute_dtype))  # a copy: fp8 -> float
         return w
+
+    def stored_scale(self) -> torch.Tensor | None:
+        """The per-tensor scale the stored values are multiplied by (fp8), None without one."""
+        return self.weight_scale if self.storage_dtype in _FP8 else None
+
+    def stored_domain(self, weight: torch.Tensor) -> torch.Tensor:
+        """A weight (or a weight difference) [out, in] in the domain ``weight_function`` works in
+        (divided by the fp8 scale), so that ``upcast_weight`` gives ``weight`` back."""
+        scale = self.stored_scale()
+        return weight if scale is None else weight / scale.to(weight.device, weight.dtype)
 
     def _stored(self, weight: torch.Tensor) -> torch.Tensor:
         """A compute-precision weight [out, in] in the storage dtype, with the layer's current scale."""
@@ -92,9 +117,13 @@ class LowPrecisionLinear(nn.Linear):
         return weight.to(self.storage_dtype)
 
     # ComfyUI's ModelPatcher finds these two by name (``convert_<param>`` / ``set_<param>``) when it
-    # patches ``<layer>.weight`` (LoRA): it adds the patch to ``convert_weight(stored as float)`` and
-    # hands the sum to ``set_weight``. The scale stays as it is: the patcher's backup of ``weight``
-    # alone restores the layer.
+    # patches ``<layer>.weight`` with ``add_patches`` (core LoRA loaders): it adds the patch to
+    # ``convert_weight(stored as float)`` and hands the sum to ``set_weight``, which rounds it to the
+    # storage dtype (the LoRA's difference is rounded too, as in core's own fp8 layers). The scale
+    # stays as it is: the patcher's backup of ``weight`` alone restores the layer. On a streamed
+    # layer (partial load) the patcher applies the patch at compute time through ``weight_function``
+    # and asks ``set_weight(..., return_weight=True)`` for the stored-domain weight: that one is
+    # given back unrounded, so the patch keeps its precision.
     def convert_weight(self, weight: torch.Tensor, inplace: bool = False, **kwargs) -> torch.Tensor:
         """The stored weight (cast to a float dtype) -> the weight the layer computes with."""
         if self.storage_dtype not in _FP8:
@@ -103,10 +132,11 @@ class LowPrecisionLinear(nn.Linear):
         return weight.mul_(scale) if inplace else weight * scale
 
     def set_weight(self, weight: torch.Tensor, inplace_update: bool = False, seed=None, return_weight=False, **kwargs):
-        """Store a full-precision weight [out, in] (e.g. with a LoRA added) in the storage dtype."""
-        stored = self._stored(weight)
+        """Store a full-precision weight [out, in] (e.g. with a LoRA added) in the storage dtype;
+        ``return_weight``: give back the stored-domain weight unrounded instead (compute-time patch)."""
         if return_weight:
-            return stored
+            return self.stored_domain(weight)
+        stored = self._stored(weight)
         if inplace_update:
             self.weight.data.copy_(stored)
         else:
@@ -115,6 +145,8 @@ class LowPrecisionLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # weights left on another device (a ComfyUI partial load that did not fit them) come along
         bias = None if self.bias is None else self.bias.to(x.device)
+        for fn in self.bias_function if bias is not None else ():
+            bias = fn(bias)
         return F.linear(x.to(self.compute_dtype), self.upcast_weight(x.device), bias)
 
     def extra_repr(self) -> str:

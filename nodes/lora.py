@@ -9,22 +9,40 @@ import folder_paths
 from comfy.weight_adapter import LoRAAdapter
 
 from ..cogvideox.loading import CogVideoXLoadError
-from ..cogvideox.lora import ALPHA_MODES, LoRA, linear_targets, load_lora
+from ..cogvideox.lora import ALPHA_MODES, LoRA, WeightDelta, linear_targets, load_lora
+from ..cogvideox.quant import LowPrecisionLinear
 from .common import CATEGORY, MODEL_TYPE, CheckedInputs, CogVideoXNodeError, network, weight_key_prefix
 
 log = logging.getLogger(__name__)
 
 
-def lora_patches(lora: LoRA, prefix: str) -> dict:
+def lora_patches(lora: LoRA, prefix: str, net=None) -> dict:
     """``add_patches`` input: a core LoRA adapter per weight (``alpha`` = scale x rank, as
-    ``comfy.weight_adapter.LoRAAdapter`` divides it by the rank) and a diff per LoRA bias."""
+    ``comfy.weight_adapter.LoRAAdapter`` divides it by the rank) and a diff per LoRA bias.
+    Layers of ``net`` that store their weight in fp8 / bf16 (``quant.LowPrecisionLinear``) are
+    left out: ``compute_time_patches`` serves them."""
+    modules = dict(net.named_modules()) if net is not None else {}
     patches = {}
     for name, layer in lora.layers.items():
-        patches[f"{prefix}{name}.weight"] = LoRAAdapter(set(), (layer.up, layer.down, layer.scale * layer.rank,
-                                                                None, None, None))
+        if not isinstance(modules.get(name), LowPrecisionLinear):
+            patches[f"{prefix}{name}.weight"] = LoRAAdapter(set(), (layer.up, layer.down, layer.scale * layer.rank,
+                                                                    None, None, None))
         if layer.up_bias is not None:
             patches[f"{prefix}{name}.bias"] = ("diff", (layer.scale * layer.up_bias.float(),))
     return patches
+
+
+def compute_time_patches(lora: LoRA, prefix: str, net, strength: float) -> dict:
+    """``add_weight_wrapper`` input for the layers of ``net`` that store their weight in fp8 / bf16:
+    the LoRA added to the upcast weight on every call instead of being rounded into the storage
+    dtype (fp8 would round most of a LoRA's difference away)."""
+    modules = dict(net.named_modules())
+    wrappers = {}
+    for name, layer in lora.layers.items():
+        module = modules.get(name)
+        if isinstance(module, LowPrecisionLinear):
+            wrappers[f"{prefix}{name}.weight"] = WeightDelta(layer, strength * layer.scale, module.stored_scale())
+    return wrappers
 
 
 class CogVideoXLoRA(CheckedInputs):
@@ -37,9 +55,12 @@ class CogVideoXLoRA(CheckedInputs):
     )
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "execute"
-    RETURN_TYPES = (MODEL_TYPE,)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The model with the LoRA patched in, for CogVideoX Sampler or another CogVideoX LoRA.",)
+    RETURN_TYPES = (MODEL_TYPE, "MODEL")
+    RETURN_NAMES = ("model", "core_model")
+    OUTPUT_TOOLTIPS = (
+        "The model with the LoRA patched in, for CogVideoX Sampler or another CogVideoX LoRA.",
+        "The same patched model as a core MODEL, for KSampler / SamplerCustomAdvanced and core model nodes.",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -91,13 +112,16 @@ class CogVideoXLoRA(CheckedInputs):
         except CogVideoXLoadError as e:
             raise CogVideoXNodeError(node, f"cannot apply {lora_name!r}: {e}") from e
         if strength == 0:
-            return (model,)
+            return (model, patcher)
         patched = patcher.clone()
-        patches = lora_patches(lora, weight_key_prefix(patcher))
+        prefix, net = weight_key_prefix(patcher), network(patcher)
+        patches = lora_patches(lora, prefix, net)
         applied = patched.add_patches(patches, strength)
         if len(applied) != len(patches):
             missing = sorted(set(patches) - set(applied))[:5]
             raise CogVideoXNodeError(node, f"{len(patches) - len(applied)} LoRA weights found no model weight, "
                                      f"e.g. {missing}")
+        for key, fn in compute_time_patches(lora, prefix, net, strength).items():
+            patched.add_weight_wrapper(key, fn)
         log.info("%s: %s at strength %g (%s)", node, lora_name, strength, lora.describe())
-        return (dataclasses.replace(model, patcher=patched),)
+        return (dataclasses.replace(model, patcher=patched), patched)

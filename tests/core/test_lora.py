@@ -235,3 +235,47 @@ def test_patches_reach_compiled_blocks(setup):
     expected = _run(lambda x, c, t: merged(x, t, c), cfg)
     assert (patched - expected).abs().max() <= 1e-5
     assert torch.equal(restored, base)
+
+
+def test_compute_time_deltas_on_low_precision_layers(setup):
+    """``WeightDelta`` in the ``weight_function`` of fp8 stored layers (what the node puts
+    there through ComfyUI's ``add_weight_wrapper``), in blocks compiled before (dynamo, eager
+    backend): the layers compute with the dequantised base + the LoRA's exact difference, the
+    stored weights are never touched, and emptying the lists gives the base output bit for bit."""
+    from cogvideox import quant
+    from cogvideox.compile import compile_blocks
+
+    cfg, _, ours, targets, tmp = setup
+    lora = L.load_lora(tmp / "a.safetensors", targets)
+    model = CogVideoXTransformer(cfg).eval()
+    model.load_state_dict(ours.state_dict())
+    quant.store_weights(model, "fp8")
+    modules = dict(model.named_modules())
+    stored = {n: m for n, m in modules.items() if isinstance(m, quant.LowPrecisionLinear) and n in lora.layers}
+    assert stored, "the LoRA targets no stored layer"
+    before = {n: (m.weight.clone(), m.upcast_weight()) for n, m in stored.items()}
+    compile_blocks(model, backend="eager")
+    base = _run(lambda x, c, t: model(x, t, c), cfg)
+    for name, layer in stored.items():
+        delta = L.WeightDelta(lora.layers[name], 0.7 * lora.layers[name].scale, layer.stored_scale())
+        layer.weight_function = [delta]
+    patched = _run(lambda x, c, t: model(x, t, c), cfg)
+    for name, layer in stored.items():
+        assert torch.equal(layer.weight, before[name][0]), name
+        expected = before[name][1] + 0.7 * lora.layers[name].delta()
+        torch.testing.assert_close(layer.upcast_weight(), expected, rtol=1e-6, atol=1e-6)
+    # the same model with float weights: every stored layer dequantised, the deltas merged
+    merged = CogVideoXTransformer(cfg).eval()
+    merged.load_state_dict(ours.state_dict())
+    merged_modules = dict(merged.named_modules())
+    with torch.no_grad():
+        for name, layer in modules.items():
+            if isinstance(layer, quant.LowPrecisionLinear):
+                layer.weight_function, functions = [], layer.weight_function
+                merged_modules[name].weight.copy_(layer.upcast_weight())
+                layer.weight_function = functions
+        L.merge(merged, L.LoRA(lora.format, {n: lora.layers[n] for n in stored}), 0.7)
+    assert (patched - _run(lambda x, c, t: merged(x, t, c), cfg)).abs().max() <= 1e-5
+    for layer in stored.values():
+        layer.weight_function = []
+    assert torch.equal(_run(lambda x, c, t: model(x, t, c), cfg), base)
