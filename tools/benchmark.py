@@ -21,6 +21,8 @@ and prints a markdown table of ratios (ours / diffusers) with the absolute figur
   Decode, real-size VAE; the "diffusers" column is CogVideoX VAE Decode there.
 - ``lora``: the transformer step with a rank-64 LoRA on every Linear patched in at load (as the
   CogVideoX LoRA node's ModelPatcher patches do: new weight tensors) vs the same model without.
+- ``videocrafter``: the VideoCrafter U-Net step vs the reference ``lvdm`` (``tools/bench_videocrafter.py``;
+  skipped unless a VideoCrafter checkout is found).
 
 Timing: ``torch.set_num_threads(2)``, one warm-up call, then the median of ``--repeats`` calls,
 ours and diffusers interleaved call by call so that load from other processes hits both alike.
@@ -31,7 +33,7 @@ to the current RSS), decodes once and reports ``VmHWM - VmRSS before``: the extr
 memory the decode needed, measured the same way for both libraries, with no allocator state
 left over from an earlier run. The time in those rows is that single (cold) decode.
 
-Usage: ``python tools/benchmark.py [--quick] [--only transformer|vae|pipeline|cache|core|ops|corevae|lora]``.
+Usage: ``python tools/benchmark.py [--quick] [--only SECTION]`` (a section named above).
 The full run writes ``artifacts/benchmark.md`` (``--out`` to change; ``--out ''`` to skip).
 """
 
@@ -694,7 +696,7 @@ def machine() -> str:
     return f"{cpu}, nproc={os.cpu_count()}, torch {torch.__version__} ({THREADS} threads), no GPU"
 
 
-SECTIONS = ["transformer", "vae", "pipeline", "cache", "core", "ops", "corevae", "lora"]
+SECTIONS = ["transformer", "vae", "pipeline", "cache", "core", "ops", "corevae", "lora", "videocrafter"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -738,6 +740,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_core_vae(args.quick, repeats)
         elif section == "lora":
             rows += bench_lora(args.quick, repeats)
+        elif section == "videocrafter":
+            rows += __import__("bench_videocrafter").bench_videocrafter(args.quick, repeats)
         else:
             for steps in [10] if args.quick else args.cache_steps:
                 rows += bench_cache(args.quick, repeats, args.cache_threshold, steps)
