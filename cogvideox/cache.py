@@ -55,8 +55,8 @@ Phases = tuple[tuple[float, int], ...]  # (from this fraction of the steps on, a
 # (prompt/seed pairs disjoint from the evaluation pairs of ``tools/cache_study.py``). Step counts
 # in between use the plan of the nearest calibrated count (the phases are fractions of the steps).
 CALIBRATED_PHASES: dict[int, Phases] = {
-    50: ((0.3, 3),),
-    25: ((0.4, 2),),
+    50: ((0.36, 4),),
+    25: ((0.44, 2),),
 }
 PLANS = ("adaptive", "calibrated")  # the ``plan`` argument of ``CachedDenoiser`` / ``pipeline.sample``
 

@@ -7,7 +7,7 @@ and prints a markdown table of ratios (ours / diffusers) with the absolute figur
 - ``vae``: decode with the real-size VAE (released architecture, random weights), untiled and
   tiled with the same explicit tile size: time and peak memory;
 - ``pipeline``: a whole text-to-video run (10 steps + decode) of a tiny-ish model;
-- ``cache``: step caching (TeaCache-like) vs the uncached run: speedup and PSNR of the frames;
+- ``cache``: step caching (calibrated skip plan) vs the uncached run: speedup and PSNR of the frames;
 - ``core``: the core MODEL (nodes/core_model.py) in the real ComfyUI, loaded into this process:
   core KSampler's sampling vs the pack's sampler (same solver, steps and noise; the ratio column is
   core / pack), and the peak memory of a 3x-long video in core context windows vs the trained
@@ -632,7 +632,7 @@ def _cache_prompts(model_cfg: TransformerConfig, name: str) -> list[tuple[torch.
             for seed in range(CACHE_PAIRS)]
 
 
-def bench_cache(quick: bool, repeats: int, threshold: float, steps: int) -> list[Row]:
+def bench_cache(quick: bool, repeats: int, threshold: float, steps: int, plan: str = "calibrated") -> list[Row]:
     """Step cache vs uncached: transformer calls and worst-case PSNR over the pairs, and the
     sampling time of the first pair, interleaved (median ratio and its run-to-run range)."""
     from cogvideox.pipeline import sample
@@ -647,7 +647,7 @@ def bench_cache(quick: bool, repeats: int, threshold: float, steps: int) -> list
     def sampled(th: float, pair) -> torch.Tensor:
         pos, neg, seed = pair
         z = torch.zeros(1, 16, t, h, w)
-        return sample(model, variant, z, pos, neg, steps=steps, cfg=6.0, seed=seed, cache_threshold=th)
+        return sample(model, variant, z, pos, neg, steps=steps, cfg=6.0, seed=seed, cache_threshold=th, cache_plan=plan)
 
     counter = _StepCount()
     pipeline_log = logging.getLogger("cogvideox.pipeline")
@@ -673,7 +673,7 @@ def bench_cache(quick: bool, repeats: int, threshold: float, steps: int) -> list
     finally:
         pipeline_log.removeHandler(counter)
         pipeline_log.setLevel(previous_level)
-    what = f"step cache threshold {threshold} vs uncached, {steps} steps ({name}, latent {t}x{h}x{w})"
+    what = f"step cache threshold {threshold}, {plan} plan, vs uncached, {steps} steps ({name}, latent {t}x{h}x{w})"
     calls = f"{min(computed)}-{max(computed)} of {steps} steps computed over {len(pairs)} pairs"
     spread = f"run-to-run {min(ratios):.2f}-{max(ratios):.2f}x over {len(ratios)} interleaved pairs"
     target = ">= 2.0x faster (<= 0.5x)" if steps >= 50 else ">= 1.5x faster (<= 0.67x)"
