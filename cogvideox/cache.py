@@ -29,6 +29,13 @@ last two computed steps (TaylorSeer-like) 25-26 dB where plain reuse gives 33-36
 warm-up steps (every other step of 0-9 or 10-19 skipped) 15-22 dB; long gaps late (4 computed
 steps in 20-49) 17-19 dB. At 25 steps ``max_skips`` 1 computes 18 of 25 (1.39x) at 29.8 dB worst.
 
+Second pass (``docs/step_cache.md``, ``tools/cache_calibrate.py``): skip plans calibrated per step
+count on prompt/seed pairs disjoint from the evaluation pairs (``plan="calibrated"``,
+``CALIBRATED_PHASES``): at 50 steps 25 computed (2.00x) at 28.6 dB worst (median 31.1); TeaCache's
+fitted polynomial, MagCache's magnitude ratios, the residual's own change rate and
+First-Block-Cache measured the same way reach 2x only at 22-29 dB worst: the worst pair's layout
+is still moving in the first ~36% of the steps, and any skip there moves its object.
+
 The indicator, the decision and the residual cover the whole network batch (with CFG: the
 unconditional and conditional halves together), so both halves skip together.
 """

@@ -65,7 +65,7 @@ from cogvideox.transformer import CogVideoXTransformer  # noqa: E402
 from cogvideox.vae import CogVideoXVAE, TileConfig  # noqa: E402
 
 log = logging.getLogger("benchmark")
-THREADS = 2
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))  # 1 on a busy machine
 
 
 # ----------------------------------------------------------------------------- helpers
