@@ -31,7 +31,8 @@ steps in 20-49) 17-19 dB. At 25 steps ``max_skips`` 1 computes 18 of 25 (1.39x) 
 
 Second pass (``docs/step_cache.md``, ``tools/cache_calibrate.py``): skip plans calibrated per step
 count on prompt/seed pairs disjoint from the evaluation pairs (``plan="calibrated"``,
-``CALIBRATED_PHASES``): at 50 steps 25 computed (2.00x) at 28.6 dB worst (median 31.1); TeaCache's
+``CALIBRATED_PHASES``): at 50 steps 25 computed (2.00x) at 28.6 dB worst (median 31.1), at 25
+steps 16 computed (1.56x) at 23.2 dB worst (median 32.5); TeaCache's
 fitted polynomial, MagCache's magnitude ratios, the residual's own change rate and
 First-Block-Cache measured the same way reach 2x only at 22-29 dB worst: the worst pair's layout
 is still moving in the first ~36% of the steps, and any skip there moves its object.
