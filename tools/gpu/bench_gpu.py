@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import statistics
 import sys
 from collections.abc import Callable
@@ -51,7 +52,8 @@ class Row:
         def fmt(v):
             return "OOM" if v is None else f"{v:.3g} {self.unit}"
 
-        ratio = f"**{self.ours / self.ref:.2f}x**" if self.ours and self.ref else "-"
+        known = self.ours and self.ref and math.isfinite(self.ours) and math.isfinite(self.ref)
+        ratio = f"**{self.ours / self.ref:.2f}x**" if known else "-"
         return f"| {self.what} | {self.metric} | {ratio} | {fmt(self.ours)} | {fmt(self.ref)} |"
 
 
