@@ -29,6 +29,14 @@ last two computed steps (TaylorSeer-like) 25-26 dB where plain reuse gives 33-36
 warm-up steps (every other step of 0-9 or 10-19 skipped) 15-22 dB; long gaps late (4 computed
 steps in 20-49) 17-19 dB. At 25 steps ``max_skips`` 1 computes 18 of 25 (1.39x) at 29.8 dB worst.
 
+Second pass (``docs/step_cache.md``, ``tools/cache_calibrate.py``): skip plans calibrated per step
+count on prompt/seed pairs disjoint from the evaluation pairs (``plan="calibrated"``,
+``CALIBRATED_PHASES``): at 50 steps 25 computed (2.00x) at 28.6 dB worst (median 31.1), at 25
+steps 16 computed (1.56x) at 23.2 dB worst (median 32.5); TeaCache's
+fitted polynomial, MagCache's magnitude ratios, the residual's own change rate and
+First-Block-Cache measured the same way reach 2x only at 22-29 dB worst: the worst pair's layout
+is still moving in the first ~36% of the steps, and any skip there moves its object.
+
 The indicator, the decision and the residual cover the whole network batch (with CFG: the
 unconditional and conditional halves together), so both halves skip together.
 """
@@ -49,6 +57,23 @@ log = logging.getLogger(__name__)
 DEFAULT_START = 0.4  # fraction of the steps that always run before any skip
 DEFAULT_MAX_SKIPS = 3  # at most this many steps in a row reuse one residual (4: 30.5 dB worst, see above)
 
+Phases = tuple[tuple[float, int], ...]  # (from this fraction of the steps on, at most this many skips in a row)
+
+# Skip plans per step count, calibrated on the shipped tiny model by ``tools/cache_calibrate.py``
+# (prompt/seed pairs disjoint from the evaluation pairs of ``tools/cache_study.py``). Step counts
+# in between use the plan of the nearest calibrated count (the phases are fractions of the steps).
+CALIBRATED_PHASES: dict[int, Phases] = {
+    50: ((0.36, 4),),
+    25: ((0.44, 2),),
+}
+PLANS = ("adaptive", "calibrated")  # the ``plan`` argument of ``CachedDenoiser`` / ``pipeline.sample``
+
+
+def calibrated_phases(num_steps: int) -> Phases:
+    """The calibrated plan of the step count nearest ``num_steps``."""
+    nearest = min(CALIBRATED_PHASES, key=lambda n: (abs(n - num_steps), n))
+    return CALIBRATED_PHASES[nearest]
+
 
 class StepCache:
     """The cache state of one sampling run; a ``CogVideoXTransformer.step_cache`` callable.
@@ -57,7 +82,9 @@ class StepCache:
     (0 = never skip). ``rescale``: polynomial coefficients (highest power first) applied to the
     relative change before accumulating, or None for the raw change. ``start``: the fraction of
     the steps at the beginning that always run (at least the first step). ``max_skips``: the most
-    steps in a row that reuse one residual (None = no limit).
+    steps in a row that reuse one residual (None = no limit). ``phases`` (replaces ``start`` and
+    ``max_skips``): ``((fraction, max_skips), ...)`` in increasing fraction: from step
+    ``ceil(fraction * num_steps)`` on, at most ``max_skips`` in a row; no skip before the first.
     """
 
     def __init__(
@@ -67,6 +94,7 @@ class StepCache:
         rescale: Sequence[float] | None = None,
         start: float = DEFAULT_START,
         max_skips: int | None = DEFAULT_MAX_SKIPS,
+        phases: Phases | None = None,
     ):
         if threshold < 0:
             raise ValueError(f"cache threshold must be >= 0, got {threshold}")
@@ -78,6 +106,10 @@ class StepCache:
             raise ValueError(f"max_skips must be >= 1 or None, got {max_skips}")
         self.warmup = max(1, math.ceil(start * num_steps))  # steps 0 .. warmup-1 always run
         self.max_skips = max_skips
+        self.caps: list[int | None] | None = None  # per step: the most skips in a row (phases)
+        if phases is not None:
+            self.caps = _caps(phases, num_steps)
+            self.warmup = 1
         self.in_a_row = 0  # steps skipped since the last computed one
         self.rescale = tuple(rescale) if rescale is not None else None
         self.step = 0
@@ -98,7 +130,8 @@ class StepCache:
         edge = self.step < self.warmup or self.step >= self.num_steps - 1
         if edge or self.previous is None or self.residual is None or self.residual.shape != batch_shape:
             return True
-        if self.max_skips is not None and self.in_a_row >= self.max_skips:
+        cap = self.max_skips if self.caps is None else self.caps[self.step]
+        if cap is not None and self.in_a_row >= cap:
             return True
         self.accumulated += self._change(current)
         return self.accumulated >= self.threshold
@@ -120,11 +153,26 @@ class StepCache:
         return video, text
 
 
+def _caps(phases: Phases, num_steps: int) -> list[int]:
+    bounds = [f for f, _ in phases]
+    if any(not 0.0 <= f <= 1.0 for f in bounds) or bounds != sorted(bounds):
+        raise ValueError(f"cache phases must start at increasing fractions in [0, 1], got {phases}")
+    if any(k < 0 for _, k in phases):
+        raise ValueError(f"cache phases need max_skips >= 0, got {phases}")
+    caps = [0] * num_steps
+    for fraction, k in phases:
+        for i in range(math.ceil(fraction * num_steps), num_steps):
+            caps[i] = k
+    return caps
+
+
 class CachedDenoiser(Denoiser):
     """A ``Denoiser`` whose network calls go through a ``StepCache`` (see the module docstring).
 
     The model must be a ``CogVideoXTransformer``: the cache needs its staged forward. The
-    cache is installed on ``model.step_cache`` for the duration of each call only.
+    cache is installed on ``model.step_cache`` for the duration of each call only. ``plan``:
+    "adaptive" (``start`` and ``max_skips``) or "calibrated" (``calibrated_phases`` of the step
+    count); explicit ``phases`` (see ``StepCache``) override both.
     """
 
     def __init__(
@@ -134,12 +182,19 @@ class CachedDenoiser(Denoiser):
         rescale: Sequence[float] | None = None,
         start: float = DEFAULT_START,
         max_skips: int | None = DEFAULT_MAX_SKIPS,
+        plan: str = "adaptive",
+        phases: Phases | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         if not isinstance(self.model, CogVideoXTransformer):
             raise TypeError(f"step caching needs a CogVideoXTransformer, got {type(self.model).__name__}")
-        self.cache = StepCache(threshold, len(self.schedule), rescale, start, max_skips)
+        if plan not in PLANS:
+            raise ValueError(f"unknown cache plan {plan!r}; one of {list(PLANS)}")
+        n = len(self.schedule)
+        if phases is None and plan == "calibrated":
+            phases = calibrated_phases(n)
+        self.cache = StepCache(threshold, n, rescale, start, max_skips, phases)
 
     def velocity(self, x: torch.Tensor, i: int) -> torch.Tensor:
         self.cache.step = i

@@ -187,6 +187,7 @@ def sample(
     ofs: float | None = None,
     callback: ProgressCallback | None = None,
     cache_threshold: float = 0.0,
+    cache_plan: str = "adaptive",
 ) -> torch.Tensor:
     """Denoise ``latent`` (raw ``[B, 16, T, h, w]``; zeros for text-to-video) and return raw latents.
 
@@ -206,6 +207,8 @@ def sample(
     - ``cache_threshold > 0``: step caching (``cache.CachedDenoiser``, TeaCache-like) skips the
       transformer on steps whose input changed less than this (accumulated relative L1); 0 = off.
       The first 40% of the steps always run and at most 3 in a row are skipped (``cache.StepCache``).
+      ``cache_plan="calibrated"`` replaces that rule with the skip plan calibrated for the step
+      count (``cache.CALIBRATED_PHASES``).
     """
     if latent.ndim != 5:
         raise ValueError(f"expected a latent [B, C, T, h, w], got shape {tuple(latent.shape)}")
@@ -256,7 +259,7 @@ def sample(
     if cache_threshold > 0:
         from .cache import CachedDenoiser  # cache.py builds on this module
 
-        denoiser_cls, extra = CachedDenoiser, {"threshold": cache_threshold}
+        denoiser_cls, extra = CachedDenoiser, {"threshold": cache_threshold, "plan": cache_plan}
     denoiser = denoiser_cls(
         model,
         schedule,

@@ -13,6 +13,7 @@ from PIL import Image
 
 from ..cogvideox import frames as fr
 from ..cogvideox import pipeline, preview
+from ..cogvideox.cache import PLANS as CACHE_PLANS
 from ..cogvideox.configs import FUN_CONTROL, FUN_INPAINT
 from ..cogvideox.offload import enable_block_swap, resident_bytes
 from ..cogvideox.samplers import SAMPLERS
@@ -212,6 +213,16 @@ class CogVideoXSampler(CheckedInputs):
                         "at 25 steps every skip costs more.",
                     },
                 ),
+                "cache_plan": (
+                    list(CACHE_PLANS),
+                    {
+                        "default": "adaptive",
+                        "tooltip": "Which steps step caching may skip (only with cache_threshold > 0). adaptive: the "
+                        "rule above (first 40% of the steps always run, at most 3 skipped in a row). calibrated: "
+                        "the skip plan calibrated on the shipped tiny model for the step count nearest yours "
+                        "(tools/cache_calibrate.py); on other models measure before trusting it.",
+                    },
+                ),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -233,6 +244,7 @@ class CogVideoXSampler(CheckedInputs):
         dynamic_cfg,
         denoise,
         cache_threshold=0.0,
+        cache_plan="adaptive",
         unique_id=None,
     ):
         node = self.DISPLAY_NAME
@@ -313,6 +325,7 @@ class CogVideoXSampler(CheckedInputs):
                     **{k: None if v is None else v.to(device, torch.float32) for k, v in fun.items()},
                     callback=callback,
                     cache_threshold=cache_threshold,
+                    cache_plan=cache_plan,
                 )
         except FloatingPointError as e:
             cause = checks.non_finite_cause(network(model.patcher), model.source)

@@ -7,7 +7,7 @@ and prints a markdown table of ratios (ours / diffusers) with the absolute figur
 - ``vae``: decode with the real-size VAE (released architecture, random weights), untiled and
   tiled with the same explicit tile size: time and peak memory;
 - ``pipeline``: a whole text-to-video run (10 steps + decode) of a tiny-ish model;
-- ``cache``: step caching (TeaCache-like) vs the uncached run: speedup and PSNR of the frames;
+- ``cache``: step caching (calibrated skip plan) vs the uncached run: speedup and PSNR of the frames;
 - ``core``: the core MODEL (nodes/core_model.py) in the real ComfyUI, loaded into this process:
   core KSampler's sampling vs the pack's sampler (same solver, steps and noise; the ratio column is
   core / pack), and the peak memory of a 3x-long video in core context windows vs the trained
@@ -22,6 +22,8 @@ and prints a markdown table of ratios (ours / diffusers) with the absolute figur
   Decode, real-size VAE; the "diffusers" column is CogVideoX VAE Decode there.
 - ``lora``: the transformer step with a rank-64 LoRA on every Linear patched in at load (as the
   CogVideoX LoRA node's ModelPatcher patches do: new weight tensors) vs the same model without.
+- ``videocrafter``: the VideoCrafter U-Net step vs the reference ``lvdm`` (``tools/bench_videocrafter.py``;
+  skipped unless a VideoCrafter checkout is found).
 
 Timing: ``torch.set_num_threads(2)``, one warm-up call, then the median of ``--repeats`` calls,
 ours and diffusers interleaved call by call so that load from other processes hits both alike.
@@ -32,7 +34,7 @@ to the current RSS), decodes once and reports ``VmHWM - VmRSS before``: the extr
 memory the decode needed, measured the same way for both libraries, with no allocator state
 left over from an earlier run. The time in those rows is that single (cold) decode.
 
-Usage: ``python tools/benchmark.py [--quick] [--only transformer|vae|pipeline|cache|core|ops|corevae|lora]``.
+Usage: ``python tools/benchmark.py [--quick] [--only SECTION]`` (a section named above).
 The full run writes ``artifacts/benchmark.md`` (``--out`` to change; ``--out ''`` to skip).
 """
 
@@ -64,7 +66,7 @@ from cogvideox.transformer import CogVideoXTransformer  # noqa: E402
 from cogvideox.vae import CogVideoXVAE, TileConfig  # noqa: E402
 
 log = logging.getLogger("benchmark")
-THREADS = 2
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))  # 1 on a busy machine
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -668,7 +670,7 @@ def _cache_prompts(model_cfg: TransformerConfig, name: str) -> list[tuple[torch.
             for seed in range(CACHE_PAIRS)]
 
 
-def bench_cache(quick: bool, repeats: int, threshold: float, steps: int) -> list[Row]:
+def bench_cache(quick: bool, repeats: int, threshold: float, steps: int, plan: str = "calibrated") -> list[Row]:
     """Step cache vs uncached: transformer calls and worst-case PSNR over the pairs, and the
     sampling time of the first pair, interleaved (median ratio and its run-to-run range)."""
     from cogvideox.pipeline import sample
@@ -683,7 +685,7 @@ def bench_cache(quick: bool, repeats: int, threshold: float, steps: int) -> list
     def sampled(th: float, pair) -> torch.Tensor:
         pos, neg, seed = pair
         z = torch.zeros(1, 16, t, h, w)
-        return sample(model, variant, z, pos, neg, steps=steps, cfg=6.0, seed=seed, cache_threshold=th)
+        return sample(model, variant, z, pos, neg, steps=steps, cfg=6.0, seed=seed, cache_threshold=th, cache_plan=plan)
 
     counter = _StepCount()
     pipeline_log = logging.getLogger("cogvideox.pipeline")
@@ -709,7 +711,7 @@ def bench_cache(quick: bool, repeats: int, threshold: float, steps: int) -> list
     finally:
         pipeline_log.removeHandler(counter)
         pipeline_log.setLevel(previous_level)
-    what = f"step cache threshold {threshold} vs uncached, {steps} steps ({name}, latent {t}x{h}x{w})"
+    what = f"step cache threshold {threshold}, {plan} plan, vs uncached, {steps} steps ({name}, latent {t}x{h}x{w})"
     calls = f"{min(computed)}-{max(computed)} of {steps} steps computed over {len(pairs)} pairs"
     spread = f"run-to-run {min(ratios):.2f}-{max(ratios):.2f}x over {len(ratios)} interleaved pairs"
     target = ">= 2.0x faster (<= 0.5x)" if steps >= 50 else ">= 1.5x faster (<= 0.67x)"
@@ -732,7 +734,7 @@ def machine() -> str:
     return f"{cpu}, nproc={os.cpu_count()}, torch {torch.__version__} ({THREADS} threads), no GPU"
 
 
-SECTIONS = ["transformer", "vae", "pipeline", "cache", "core", "ops", "corevae", "lora"]
+SECTIONS = ["transformer", "vae", "pipeline", "cache", "core", "ops", "corevae", "lora", "videocrafter"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -776,6 +778,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_core_vae(args.quick, repeats)
         elif section == "lora":
             rows += bench_lora(args.quick, repeats)
+        elif section == "videocrafter":
+            rows += __import__("bench_videocrafter").bench_videocrafter(args.quick, repeats)
         else:
             for steps in [10] if args.quick else args.cache_steps:
                 rows += bench_cache(args.quick, repeats, args.cache_threshold, steps)

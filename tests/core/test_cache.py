@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -100,3 +101,30 @@ def test_cache_rules():
     with pytest.raises(TypeError, match="CogVideoXTransformer"):
         schedule = make_schedule(VARIANTS["5b"].scheduler_config(), 4, 1.0)
         CachedDenoiser(lambda *a, **k: None, schedule, torch.zeros(1, 2, 3), None, cfg=1.0, threshold=0.1)
+
+
+def test_phases_cap_skips_per_phase(setup):
+    """((0.25, 1), (0.5, 3)): nothing skipped before step 5, then 1 in a row, from step 10 on 3 in a row."""
+    _, denoiser = _run_denoiser(setup, CachedDenoiser, threshold=100.0, phases=((0.25, 1), (0.5, 3)))
+    cache = denoiser.cache
+    assert cache.skipped == [5, 7, 9, 10, 11, 13, 14, 15, 17, 18]
+    assert cache.computed == [0, 1, 2, 3, 4, 6, 8, 12, 16, STEPS - 1]
+
+
+def test_calibrated_plan_uses_the_nearest_calibrated_step_count(setup):
+    from cogvideox.cache import CALIBRATED_PHASES, calibrated_phases
+
+    _, denoiser = _run_denoiser(setup, CachedDenoiser, threshold=100.0, plan="calibrated")
+    phases = calibrated_phases(STEPS)
+    assert phases == CALIBRATED_PHASES[min(CALIBRATED_PHASES, key=lambda n: abs(n - STEPS))]
+    first = math.ceil(phases[0][0] * STEPS)
+    cache = denoiser.cache
+    assert cache.computed[:first] == list(range(first)) and cache.skipped and min(cache.skipped) == first
+    runs = [b - a - 1 for a, b in zip(cache.computed, cache.computed[1:], strict=False)]
+    assert max(runs) <= max(k for _, k in phases)
+    with pytest.raises(ValueError, match="cache plan"):
+        _run_denoiser(setup, CachedDenoiser, threshold=0.5, plan="fastest")
+    with pytest.raises(ValueError, match="increasing fractions"):
+        StepCache(0.1, 10, phases=((0.5, 1), (0.2, 2)))
+    with pytest.raises(ValueError, match="max_skips >= 0"):
+        StepCache(0.1, 10, phases=((0.5, -1),))

@@ -60,6 +60,19 @@ def test_step_caching_skips_steps_and_keeps_the_video(comfy_host, comfy_client):
     assert quality > 30.0, f"{ran} of 50 steps computed, {quality:.1f} dB from the uncached video"
 
 
+def test_calibrated_cache_plan_computes_half_of_50_steps(comfy_host, comfy_client):
+    """The sampler's cache_plan "calibrated" (appended optional input) runs the calibrated 50-step
+    plan: 25 of 50 steps (cogvideox.cache.CALIBRATED_PHASES; 28.6 dB worst over the study's 8
+    pairs, docs/step_cache.md), and the video keeps the uncached one's object and colour."""
+    plain = run_video(comfy_client, _variant(sampler={"steps": 50, "cache_threshold": 0.0}))
+    video = run_video(comfy_client, _variant(sampler={"steps": 50, "cache_threshold": 0.8,
+                                                      "cache_plan": "calibrated"}))
+    runs = re.findall(r"step cache: ran (\d+) of (\d+) steps", comfy_host.log_text())
+    assert runs and tuple(map(int, runs[-1])) == (25, 50), runs[-1:]
+    assert synthetic.psnr(video, plain) > 22.0
+    assert synthetic.video_colour(video) == synthetic.video_colour(plain)
+
+
 def test_block_swap_runs_the_swapped_blocks_through_their_hooks_and_keeps_the_video(
     comfy_host, comfy_client, reference
 ):
