@@ -384,7 +384,7 @@ def bench_core_vae(quick: bool, repeats: int) -> list[Row]:
         return core.VAEDecode().decode(wrapped, {"samples": z})[0]
 
     def run_ours():
-        return vae_nodes.CogVideoXVAEDecode().execute(ours, {"samples": z}, "auto", 256)[0]
+        return vae_nodes.CogVideoXVAEDecode.execute(ours, {"samples": z}, "auto", 256)[0]
 
     diff = (run_core() - run_ours()).abs().max().item()
     t_core, t_ours = timed_pair(run_core, run_ours, repeats)
@@ -540,10 +540,10 @@ def core_child(factor: int, quick: bool) -> dict:
     import nodes as comfy_nodes
 
     steps = 3 if quick else 10
-    clip = CogVideoXT5Loader().execute("cogvideox_tiny_t5.safetensors", "fp32")[0]
-    pos = CogVideoXTextEncode().execute(clip, "a red square moving right")[0]
-    neg = CogVideoXTextEncode().execute(clip, "")[0]
-    model = CogVideoXModelLoader().execute("cogvideox_tiny_t2v.safetensors", "fp32")[2]
+    clip = CogVideoXT5Loader.execute("cogvideox_tiny_t5.safetensors", "fp32")[0]
+    pos = CogVideoXTextEncode.execute(clip, "a red square moving right")[0]
+    neg = CogVideoXTextEncode.execute(clip, "")[0]
+    model = CogVideoXModelLoader.execute("cogvideox_tiny_t2v.safetensors", "fp32")[2]
     model = ContextWindowsManualNode.execute(model, 3, 1, "standard_static", 1, False, "pyramid", 2).result[0]
     frames = 3 * factor
     latent = {"samples": torch.zeros(1, 16, frames, 8, 8)}
