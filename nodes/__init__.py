@@ -1,4 +1,7 @@
-"""The CogVideoX node set: thin ComfyUI adapters over the ``cogvideox`` library."""
+"""The CogVideoX node set: thin ComfyUI adapters over the ``cogvideox`` library, as V3 nodes
+(``comfy_api.latest.io.ComfyNode``)."""
+
+from comfy_api.latest import ComfyExtension, io
 
 from .fun import CogVideoXFunControlConditioning, CogVideoXFunInpaintConditioning
 from .latents import CogVideoXEmptyLatent, CogVideoXImageToVideo, CogVideoXVideoToVideo
@@ -48,3 +51,16 @@ NODE_CLASS_MAPPINGS = {
 _NODES = tuple(NODE_CLASS_MAPPINGS.values())
 # Each class carries its display name; the scanner reads node ids only, so this one is derived.
 NODE_DISPLAY_NAME_MAPPINGS = {node_id: cls.DISPLAY_NAME for node_id, cls in NODE_CLASS_MAPPINGS.items()}
+
+
+class CogVideoXExtension(ComfyExtension):
+    """The V3 entry point: the same node classes as ``NODE_CLASS_MAPPINGS``. ComfyUI 0.3.75 reads
+    ``NODE_CLASS_MAPPINGS`` when a pack has it and calls ``comfy_entrypoint`` only when it has not,
+    so the nodes are registered once either way."""
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(_NODES)
+
+
+async def comfy_entrypoint() -> CogVideoXExtension:
+    return CogVideoXExtension()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import folder_paths
+from comfy_api.latest import io
 
 CATEGORY = "CogVideoX"
 log = logging.getLogger(__name__)
@@ -17,6 +18,9 @@ log = logging.getLogger(__name__)
 # would break at run time. Everything else is core: LATENT, CONDITIONING, CLIP, IMAGE.
 MODEL_TYPE = "COGVIDEOX_MODEL"
 VAE_TYPE = "COGVIDEOX_VAE"
+# ... as V3 schema types (``io.Custom``), for ``io.Schema`` inputs and outputs.
+ModelType = io.Custom(MODEL_TYPE)
+VAEType = io.Custom(VAE_TYPE)
 
 # Folders a user may keep diffusers-format models in, besides core's models/diffusers.
 COGVIDEO_FOLDER = "CogVideo"
@@ -150,14 +154,30 @@ def torch_dtype(name: str, device) -> Any:
 
 # ------------------------------------------------------------------ typed and linked inputs
 # ComfyUI checks a typed widget value against its min/max before the run, but a value that
-# comes through a link (a Primitive or math node) reaches VALIDATE_INPUTS as None and skips the
+# comes through a link (a Primitive or math node) reaches validate_inputs as None and skips the
 # widget limits. So every node checks its widget values twice with the same words: in
-# VALIDATE_INPUTS (typed values: the prompt is refused) and at the start of execute (every
+# validate_inputs (typed values: the prompt is refused) and at the start of execute (every
 # value: linked ones are refused there). The answer for a value is the same either way.
+# ComfyUI 0.3.75 does not check a V3 combo's value against its options (it does for V1 lists),
+# so the nodes list their combos in validate_inputs too and the choice is checked here.
 
 
 def _shown(value) -> str:
     return f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
+
+
+def _choices(kind, options: dict) -> list | None:
+    """The allowed values of a combo input (V1: a list as the type; V3: ``COMBO`` with options)."""
+    if isinstance(kind, list):
+        return kind
+    if kind == "COMBO":
+        return list(options.get("options", []))
+    return None
+
+
+def _choice_problem(name: str, value, choices: list) -> str:
+    shown = choices if len(choices) <= 20 else f"the {len(choices)} files listed"
+    return f"{name}={_shown(value)} is not one of {shown}"
 
 
 def widget_problems(node_cls, values: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
@@ -174,9 +194,10 @@ def widget_problems(node_cls, values: dict[str, Any], skip: tuple[str, ...] = ()
             continue
         kind = spec[name][0]
         options = spec[name][1] if len(spec[name]) > 1 else {}
-        if isinstance(kind, list):
-            if value not in kind:
-                problems.append(f"{name}={_shown(value)} is not one of {kind}")
+        choices = _choices(kind, options)
+        if choices is not None:
+            if value not in choices:
+                problems.append(_choice_problem(name, value, choices))
         elif kind in ("INT", "FLOAT"):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 problems.append(f"{name}={_shown(value)} is not a number")
@@ -190,13 +211,15 @@ def widget_problems(node_cls, values: dict[str, Any], skip: tuple[str, ...] = ()
     return problems
 
 
-class CheckedInputs:
-    """Shared by the nodes: one check of the widget values for typed and linked values alike.
+class CheckedInputs(io.ComfyNode):
+    """The base of every node of the pack: a V3 node (``io.ComfyNode``) with one check of the
+    widget values for typed and linked values alike.
 
-    A node lists its checked inputs in its ``VALIDATE_INPUTS`` signature and calls
-    ``cls.validation_answer(...)`` there, and ``self.check_inputs(...)`` first in ``execute``.
-    It may override ``input_problems`` to add its own rules (and list the inputs those rules
-    cover in ``CUSTOM_CHECKED`` so the generic range message is not given twice).
+    A node lists its checked inputs in its ``validate_inputs`` signature and returns
+    ``cls.validation_answer(...)`` there, and calls ``cls.check_inputs(...)`` first in
+    ``execute``. It may override ``input_problems`` to add its own rules (and list the inputs
+    those rules cover in ``CUSTOM_CHECKED`` so the generic range message is not given twice).
+    ``DISPLAY_NAME`` is the schema's display name and the name every error starts with.
     """
 
     DISPLAY_NAME = ""

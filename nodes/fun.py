@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 
 import torch
+from comfy_api.latest import io
 
 from ..cogvideox import conditioning
 from ..cogvideox import frames as fr
 from ..cogvideox.configs import FUN_CONTROL, FUN_INPAINT
-from .common import CATEGORY, VAE_TYPE, CogVideoXNodeError
-from .latents import _empty, _size_inputs, _SizedNode
+from .common import CATEGORY, CogVideoXNodeError, VAEType
+from .latents import _empty, _resize_input, _size_inputs, _SizedNode
 from .vae import encode_video
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 FUN_KIND_KEY = "cogvideox_fun"
 CONCAT_LATENT_KEY = "concat_latent_image"
 CONCAT_MASK_KEY = "concat_mask"
-RESIZE_MODES = ["crop", "pad", "stretch", "none"]
+RESIZE_MODES = ("crop", "pad", "stretch", "none")
 RESIZE_TOOLTIP = (
     "How inputs of another size are fitted to width x height. crop: cover and cut the centre; pad: fit and "
     "letterbox; stretch: ignore the aspect ratio; none: they must already be width x height (else an error)."
@@ -58,82 +59,84 @@ def _bucket(width: int, height: int, *images) -> tuple[int, int]:
     return fr.nearest_fun_bucket(width, height, (width * height) ** 0.5)
 
 
-def _common_inputs() -> dict:
-    return {
-        "positive": ("CONDITIONING", {"tooltip": "From CogVideoX Text Encode."}),
-        "negative": ("CONDITIONING", {"tooltip": "From CogVideoX Text Encode (may be an empty prompt)."}),
-        "vae": (VAE_TYPE, {"tooltip": "The CogVideoX VAE (the same for every variant)."}),
-        **_size_inputs(),
-        "resize_mode": (RESIZE_MODES, {"default": "crop", "tooltip": RESIZE_TOOLTIP}),
-    }
+def _common_inputs() -> list[io.Input]:
+    return [
+        io.Conditioning.Input("positive", tooltip="From CogVideoX Text Encode."),
+        io.Conditioning.Input("negative", tooltip="From CogVideoX Text Encode (may be an empty prompt)."),
+        VAEType.Input("vae", tooltip="The CogVideoX VAE (the same for every variant)."),
+        *_size_inputs(),
+        _resize_input(RESIZE_TOOLTIP, RESIZE_MODES),
+    ]
 
 
 class CogVideoXFunInpaintConditioning(_SizedNode):
     DISPLAY_NAME = "CogVideoX Fun Inpaint Conditioning"
-    DESCRIPTION = (
-        "Conditions a CogVideoX-Fun InP model: a start frame, an end frame (first-to-last-frame), or a video "
-        "with a mask (1 = generate) to fill in. Builds the masked video (unknown pixels at -1), encodes it with "
-        "the VAE and puts the mask on the latent grid as VideoX-Fun does. With no image, video or mask it is "
-        "text-to-video for the InP model."
-    )
-    CATEGORY = f"{CATEGORY}/conditioning"
-    FUNCTION = "execute"
-    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT", "INT", "INT")
-    RETURN_NAMES = ("positive", "negative", "latent", "bucket_width", "bucket_height")
-    OUTPUT_TOOLTIPS = (
-        "Positive conditioning carrying the mask and the masked-video latent.",
-        "Negative conditioning carrying the same.",
-        "An empty LATENT of the requested size for CogVideoX Sampler.",
-        "Width of the Fun training bucket nearest to the input's aspect ratio (at about this area); "
-        "InP models give their best results at bucket sizes.",
-        "Height of that bucket.",
-    )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                **_common_inputs(),
-                "noise_aug_strength": (
-                    "FLOAT",
-                    {
-                        "default": 0.0563,
-                        "min": 0.0,
-                        "max": 1.0,
-                        "step": 0.0001,
-                        "tooltip": "Sigma of Gaussian noise added to the known pixels before encoding. VideoX-Fun "
-                        "adds 0.0563 for models whose config sets add_noise_in_inpaint_model; 0 keeps them exact.",
-                    },
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CogVideoXFunInpaintConditioning",
+            display_name=cls.DISPLAY_NAME,
+            category=f"{CATEGORY}/conditioning",
+            description="Conditions a CogVideoX-Fun InP model: a start frame, an end frame (first-to-last-frame), or "
+            "a video with a mask (1 = generate) to fill in. Builds the masked video (unknown pixels at -1), encodes "
+            "it with the VAE and puts the mask on the latent grid as VideoX-Fun does. With no image, video or mask "
+            "it is text-to-video for the InP model.",
+            inputs=[
+                *_common_inputs(),
+                io.Float.Input(
+                    "noise_aug_strength",
+                    default=0.0563,
+                    min=0.0,
+                    max=1.0,
+                    step=0.0001,
+                    tooltip="Sigma of Gaussian noise added to the known pixels before encoding. VideoX-Fun "
+                    "adds 0.0563 for models whose config sets add_noise_in_inpaint_model; 0 keeps them exact.",
                 ),
-                "seed": (
-                    "INT",
-                    {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Seed of the pixel noise."},
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, tooltip="Seed of the pixel noise."),
+                io.Image.Input(
+                    "start_image", optional=True, tooltip="The first frame(s) of the video (a batch = several frames)."
                 ),
-            },
-            "optional": {
-                "start_image": ("IMAGE", {"tooltip": "The first frame(s) of the video (a batch = several frames)."}),
-                "end_image": ("IMAGE", {"tooltip": "The last frame(s) of the video."}),
-                "video": ("IMAGE", {"tooltip": "A video (IMAGE batch of frames) to inpaint; needs mask."}),
-                "mask": (
-                    "MASK",
-                    {
-                        "tooltip": "Where to generate (1) and where to keep the video (0): one mask per frame, "
-                        "or a single mask for every frame."
-                    },
+                io.Image.Input("end_image", optional=True, tooltip="The last frame(s) of the video."),
+                io.Image.Input(
+                    "video", optional=True, tooltip="A video (IMAGE batch of frames) to inpaint; needs mask."
                 ),
-            },
-        }
+                io.Mask.Input(
+                    "mask",
+                    optional=True,
+                    tooltip="Where to generate (1) and where to keep the video (0): one mask per frame, "
+                    "or a single mask for every frame.",
+                ),
+            ],
+            outputs=[
+                io.Conditioning.Output(
+                    display_name="positive",
+                    tooltip="Positive conditioning carrying the mask and the masked-video latent.",
+                ),
+                io.Conditioning.Output(display_name="negative", tooltip="Negative conditioning carrying the same."),
+                io.Latent.Output(
+                    display_name="latent", tooltip="An empty LATENT of the requested size for CogVideoX Sampler."
+                ),
+                io.Int.Output(
+                    display_name="bucket_width",
+                    tooltip="Width of the Fun training bucket nearest to the input's aspect ratio (at about this "
+                    "area); InP models give their best results at bucket sizes.",
+                ),
+                io.Int.Output(display_name="bucket_height", tooltip="Height of that bucket."),
+            ],
+        )
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width, height, frames, batch_size, noise_aug_strength, seed):
+    def validate_inputs(cls, width, height, frames, batch_size, resize_mode, noise_aug_strength, seed):
         return cls.validation_answer(
-            width=width, height=height, frames=frames, batch_size=batch_size,
+            width=width, height=height, frames=frames, batch_size=batch_size, resize_mode=resize_mode,
             noise_aug_strength=noise_aug_strength, seed=seed,
         )
 
-    def _video_and_mask(self, width, height, frames, resize_mode, start_image, end_image, video, mask):
+    @classmethod
+    def _video_and_mask(cls, width, height, frames, resize_mode, start_image, end_image, video, mask):
         """Pixels [1, 3, F, H, W] in -1..1 and the pixel mask [1, 1, F, H, W] (1 = unknown), or (None, None)."""
-        node = self.DISPLAY_NAME
+        node = cls.DISPLAY_NAME
         if (video is None) != (mask is None):
             raise CogVideoXNodeError(
                 node,
@@ -178,8 +181,9 @@ class CogVideoXFunInpaintConditioning(_SizedNode):
             return None, None
         return conditioning.start_end_video(start, end, frames)
 
+    @classmethod
     def execute(
-        self,
+        cls,
         positive,
         negative,
         vae,
@@ -194,15 +198,15 @@ class CogVideoXFunInpaintConditioning(_SizedNode):
         end_image=None,
         video=None,
         mask=None,
-    ):
-        node = self.DISPLAY_NAME
-        self.check_inputs(
-            width=width, height=height, frames=frames, batch_size=batch_size,
+    ) -> io.NodeOutput:
+        node = cls.DISPLAY_NAME
+        cls.check_inputs(
+            width=width, height=height, frames=frames, batch_size=batch_size, resize_mode=resize_mode,
             noise_aug_strength=noise_aug_strength, seed=seed,
         )
         empty = _empty(width, height, frames, batch_size)  # [B, 16, T, h, w]
         t, h, w = empty.shape[2:]
-        pixels, pmask = self._video_and_mask(width, height, frames, resize_mode, start_image, end_image, video, mask)
+        pixels, pmask = cls._video_and_mask(width, height, frames, resize_mode, start_image, end_image, video, mask)
         if pixels is None or bool((pmask >= 0.5).all()):  # nothing known: text-to-video (the reference's zeros)
             latent = torch.zeros(1, 16, t, h, w)
             latent_mask = torch.ones(1, 1, t, h, w)
@@ -219,48 +223,54 @@ class CogVideoXFunInpaintConditioning(_SizedNode):
             CONCAT_MASK_KEY: latent_mask.to(device).repeat(batch_size, 1, 1, 1, 1),
         }
         bw, bh = _bucket(width, height, start_image, end_image, video)
-        return (_with(positive, extra), _with(negative, extra), {"samples": empty}, bw, bh)
+        return io.NodeOutput(_with(positive, extra), _with(negative, extra), {"samples": empty}, bw, bh)
 
 
 class CogVideoXFunControlConditioning(_SizedNode):
     DISPLAY_NAME = "CogVideoX Fun Control Conditioning"
-    DESCRIPTION = (
-        "Conditions a CogVideoX-Fun Control model (canny, depth, pose, MLSD) on a control video: the frames "
-        "(e.g. from core Canny or a pose estimator) are resized, encoded with the VAE and carried on the "
-        "conditioning."
-    )
-    CATEGORY = f"{CATEGORY}/conditioning"
-    FUNCTION = "execute"
-    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
-    RETURN_NAMES = ("positive", "negative", "latent")
-    OUTPUT_TOOLTIPS = (
-        "Positive conditioning carrying the control latent.",
-        "Negative conditioning carrying the control latent.",
-        "An empty LATENT of the requested size for CogVideoX Sampler.",
-    )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                **_common_inputs(),
-                "control_video": (
-                    "IMAGE",
-                    {
-                        "tooltip": "The control frames (an IMAGE batch); at least `frames` of them, extra ones "
-                        "are cut, a shorter video repeats its last frame."
-                    },
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CogVideoXFunControlConditioning",
+            display_name=cls.DISPLAY_NAME,
+            category=f"{CATEGORY}/conditioning",
+            description="Conditions a CogVideoX-Fun Control model (canny, depth, pose, MLSD) on a control video: the "
+            "frames (e.g. from core Canny or a pose estimator) are resized, encoded with the VAE and carried on the "
+            "conditioning.",
+            inputs=[
+                *_common_inputs(),
+                io.Image.Input(
+                    "control_video",
+                    tooltip="The control frames (an IMAGE batch); at least `frames` of them, extra ones "
+                    "are cut, a shorter video repeats its last frame.",
                 ),
-            }
-        }
+            ],
+            outputs=[
+                io.Conditioning.Output(
+                    display_name="positive", tooltip="Positive conditioning carrying the control latent."
+                ),
+                io.Conditioning.Output(
+                    display_name="negative", tooltip="Negative conditioning carrying the control latent."
+                ),
+                io.Latent.Output(
+                    display_name="latent", tooltip="An empty LATENT of the requested size for CogVideoX Sampler."
+                ),
+            ],
+        )
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width, height, frames, batch_size):
-        return cls.validation_answer(width=width, height=height, frames=frames, batch_size=batch_size)
+    def validate_inputs(cls, width, height, frames, batch_size, resize_mode):
+        return cls.validation_answer(
+            width=width, height=height, frames=frames, batch_size=batch_size, resize_mode=resize_mode
+        )
 
-    def execute(self, positive, negative, vae, width, height, frames, batch_size, resize_mode, control_video):
-        node = self.DISPLAY_NAME
-        self.check_inputs(width=width, height=height, frames=frames, batch_size=batch_size)
+    @classmethod
+    def execute(
+        cls, positive, negative, vae, width, height, frames, batch_size, resize_mode, control_video
+    ) -> io.NodeOutput:
+        node = cls.DISPLAY_NAME
+        cls.check_inputs(width=width, height=height, frames=frames, batch_size=batch_size, resize_mode=resize_mode)
         n = control_video.shape[0]
         if n < frames:
             log.warning("%s: the control video has %d frames, %d asked: repeating its last frame", node, n, frames)
@@ -269,4 +279,4 @@ class CogVideoXFunControlConditioning(_SizedNode):
         latent = encode_video(node, vae, fr.images_to_video(fitted))  # [1, 16, T, h, w] raw, the VAE's mean
         empty = _empty(width, height, frames, batch_size)
         extra = {FUN_KIND_KEY: FUN_CONTROL, CONCAT_LATENT_KEY: latent.to(empty.device).repeat(batch_size, 1, 1, 1, 1)}
-        return (_with(positive, extra), _with(negative, extra), {"samples": empty})
+        return io.NodeOutput(_with(positive, extra), _with(negative, extra), {"samples": empty})

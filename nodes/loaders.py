@@ -13,6 +13,7 @@ import comfy.text_encoders.sd3_clip
 import comfy.text_encoders.t5
 import folder_paths
 import torch
+from comfy_api.latest import io
 
 from ..cogvideox import loading, quant
 from ..cogvideox.attention import available_backends, set_attention_backend
@@ -21,12 +22,12 @@ from ..cogvideox.text import read_t5
 from .common import (
     CATEGORY,
     DTYPES,
-    MODEL_TYPE,
-    VAE_TYPE,
     CheckedInputs,
     CogVideoXModel,
     CogVideoXNodeError,
     CogVideoXVAE,
+    ModelType,
+    VAEType,
     model_choices,
     resolve_model_path,
     torch_dtype,
@@ -58,90 +59,93 @@ def pick_operations(stored: set, compute_dtype, load_device) -> tuple[object, tu
 
 class CogVideoXModelLoader(CheckedInputs):
     DISPLAY_NAME = "CogVideoX Model Loader"
-    DESCRIPTION = (
-        "Loads a CogVideoX transformer (2B, 5B, 5B-I2V, 1.5-5B T2V/I2V) from a single .safetensors file in "
-        "models/diffusion_models or a diffusers folder (models/diffusers/<name>/transformer or "
-        "models/CogVideo/<name>/transformer). The variant is detected from the weights. The model joins "
-        "ComfyUI's memory manager, so it is offloaded when other models need the device."
-    )
-    CATEGORY = f"{CATEGORY}/loaders"
-    FUNCTION = "execute"
-    RETURN_TYPES = (MODEL_TYPE, "STRING", "MODEL")
-    RETURN_NAMES = ("model", "variant", "core_model")
-    OUTPUT_TOOLTIPS = (
-        "The CogVideoX transformer, for CogVideoX Sampler.",
-        "The detected variant, e.g. 5b-i2v.",
-        "The same transformer as a core MODEL, for core KSampler / SamplerCustomAdvanced, guiders, "
-        "LoraLoaderModelOnly and the context-window nodes (dim 2 is the frame axis). Sample CogVideoX latents "
-        "(CogVideoX Empty Latent / Image To Video) with it.",
-    )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model_name": (
-                    model_choices("diffusion_models", "transformer"),
-                    {"tooltip": "The transformer weights: a file in models/diffusion_models or a diffusers folder."},
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CogVideoXModelLoader",
+            display_name=cls.DISPLAY_NAME,
+            category=f"{CATEGORY}/loaders",
+            description="Loads a CogVideoX transformer (2B, 5B, 5B-I2V, 1.5-5B T2V/I2V) from a single .safetensors "
+            "file in models/diffusion_models or a diffusers folder (models/diffusers/<name>/transformer or "
+            "models/CogVideo/<name>/transformer). The variant is detected from the weights. The model joins "
+            "ComfyUI's memory manager, so it is offloaded when other models need the device.",
+            inputs=[
+                io.Combo.Input(
+                    "model_name",
+                    options=model_choices("diffusion_models", "transformer"),
+                    tooltip="The transformer weights: a file in models/diffusion_models or a diffusers folder.",
                 ),
-                "weight_dtype": (
-                    list(DTYPES),
-                    {
-                        "default": "auto",
-                        "tooltip": "Precision of the weights. auto: bf16 on GPUs that support it, else fp16; "
-                        "fp32 on the CPU. Use bf16 if fp16 gives black or NaN frames.",
-                    },
+                io.Combo.Input(
+                    "weight_dtype",
+                    options=list(DTYPES),
+                    default="auto",
+                    tooltip="Precision of the weights. auto: bf16 on GPUs that support it, else fp16; "
+                    "fp32 on the CPU. Use bf16 if fp16 gives black or NaN frames.",
                 ),
-            },
-            "optional": {
-                "weight_storage": (
-                    list(WEIGHT_STORAGE),
-                    {
-                        "default": "default",
-                        "tooltip": "How the big linear layers of the transformer blocks are stored. default: in "
-                        "weight_dtype. fp8_e4m3fn / fp8_e5m2: a quarter of fp32's memory (per-tensor scale), "
-                        "upcast to weight_dtype for each matmul. bf16 / fp16: half of fp32, same upcast.",
-                    },
+                io.Combo.Input(
+                    "weight_storage",
+                    options=list(WEIGHT_STORAGE),
+                    default="default",
+                    optional=True,
+                    tooltip="How the big linear layers of the transformer blocks are stored. default: in "
+                    "weight_dtype. fp8_e4m3fn / fp8_e5m2: a quarter of fp32's memory (per-tensor scale), "
+                    "upcast to weight_dtype for each matmul. bf16 / fp16: half of fp32, same upcast.",
                 ),
-                "attention": (
-                    available_backends(),
-                    {
-                        "default": "sdpa",
-                        "tooltip": "Attention kernel: sdpa (PyTorch, default), math (reference, slow), "
-                        "sage (only listed when sageattention is installed).",
-                    },
+                io.Combo.Input(
+                    "attention",
+                    options=available_backends(),
+                    default="sdpa",
+                    optional=True,
+                    tooltip="Attention kernel: sdpa (PyTorch, default), math (reference, slow), "
+                    "sage (only listed when sageattention is installed).",
                 ),
-                "compile": (
-                    "BOOLEAN",
-                    {
-                        "default": False,
-                        "tooltip": "torch.compile each transformer block. The first run compiles (minutes); "
-                        "later runs of the same size are faster. Needs a working compiler toolchain.",
-                    },
+                io.Boolean.Input(
+                    "compile",
+                    default=False,
+                    optional=True,
+                    tooltip="torch.compile each transformer block. The first run compiles (minutes); "
+                    "later runs of the same size are faster. Needs a working compiler toolchain.",
                 ),
-                "block_swap": (
-                    "INT",
-                    {
-                        "default": 0,
-                        "min": 0,
-                        "max": 64,
-                        "tooltip": "Block swap: keep this many transformer blocks in CPU RAM and move each to the "
-                        "GPU only while it runs, to fit big models in little VRAM (slower: one copy per block "
-                        "and step). 0 = off. Has no effect without a GPU.",
-                    },
+                io.Int.Input(
+                    "block_swap",
+                    default=0,
+                    min=0,
+                    max=64,
+                    optional=True,
+                    tooltip="Block swap: keep this many transformer blocks in CPU RAM and move each to the "
+                    "GPU only while it runs, to fit big models in little VRAM (slower: one copy per block "
+                    "and step). 0 = off. Has no effect without a GPU.",
                 ),
-            },
-        }
+            ],
+            outputs=[
+                ModelType.Output(display_name="model", tooltip="The CogVideoX transformer, for CogVideoX Sampler."),
+                io.String.Output(display_name="variant", tooltip="The detected variant, e.g. 5b-i2v."),
+                io.Model.Output(
+                    display_name="core_model",
+                    tooltip="The same transformer as a core MODEL, for core KSampler / SamplerCustomAdvanced, "
+                    "guiders, LoraLoaderModelOnly and the context-window nodes (dim 2 is the frame axis). Sample "
+                    "CogVideoX latents (CogVideoX Empty Latent / Image To Video) with it.",
+                ),
+            ],
+        )
 
     @classmethod
-    def VALIDATE_INPUTS(cls, block_swap=0):
-        return cls.validation_answer(block_swap=block_swap)
+    def validate_inputs(cls, model_name, weight_dtype, weight_storage="default", attention="sdpa", block_swap=0):
+        return cls.validation_answer(
+            model_name=model_name, weight_dtype=weight_dtype, weight_storage=weight_storage, attention=attention,
+            block_swap=block_swap,
+        )
 
+    @classmethod
     def execute(
-        self, model_name, weight_dtype, weight_storage="default", attention="sdpa", compile=False, block_swap=0
-    ):
-        self.check_inputs(block_swap=block_swap)
-        path = resolve_model_path(self.DISPLAY_NAME, "diffusion_models", model_name)
+        cls, model_name, weight_dtype, weight_storage="default", attention="sdpa", compile=False, block_swap=0
+    ) -> io.NodeOutput:
+        cls.check_inputs(
+            model_name=model_name, weight_dtype=weight_dtype, weight_storage=weight_storage, attention=attention,
+            block_swap=block_swap,
+        )
+        path = resolve_model_path(cls.DISPLAY_NAME, "diffusion_models", model_name)
         load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
         dtype = torch_dtype(weight_dtype, load_device)
         try:
@@ -150,7 +154,7 @@ class CogVideoXModelLoader(CheckedInputs):
                 path, dtype=dtype, device=offload_device, operations=operations, keep_dtypes=keep
             )
         except loading.CogVideoXLoadError as e:
-            raise CogVideoXNodeError(self.DISPLAY_NAME, f"cannot load {model_name!r}: {e}") from e
+            raise CogVideoXNodeError(cls.DISPLAY_NAME, f"cannot load {model_name!r}: {e}") from e
         if keep and WEIGHT_STORAGE.get(weight_storage):
             log.info("CogVideoX: %s is stored in %s already; weight_storage %s is not applied", model_name, keep[0],
                      weight_storage)  # fmt: skip
@@ -160,7 +164,7 @@ class CogVideoXModelLoader(CheckedInputs):
                 quant.store_weights(model, WEIGHT_STORAGE[weight_storage], compute_dtype=dtype)
             set_attention_backend(model, attention)
         except ValueError as e:
-            raise CogVideoXNodeError(self.DISPLAY_NAME, f"{e}. Pick another option.") from e
+            raise CogVideoXNodeError(cls.DISPLAY_NAME, f"{e}. Pick another option.") from e
         if compile:
             compile_blocks(model)
         core = CogVideoXCoreModel(model, variant, device=offload_device)
@@ -168,42 +172,54 @@ class CogVideoXModelLoader(CheckedInputs):
         add_sampling_checks(patcher)
         log.info("CogVideoX: loaded %s as variant %s (%s, storage %s)", model_name, variant.name, dtype, weight_storage)
         model_out = CogVideoXModel(patcher, variant, source=model_name, options={"block_swap": int(block_swap)})
-        return (model_out, variant.name, patcher)
+        return io.NodeOutput(model_out, variant.name, patcher)
 
 
-class CogVideoXVAELoader:
+class CogVideoXVAELoader(CheckedInputs):
     DISPLAY_NAME = "CogVideoX VAE Loader"
-    DESCRIPTION = (
-        "Loads the CogVideoX 3D causal VAE from a .safetensors file in models/vae or a diffusers folder's vae/. "
-        "The same VAE serves every CogVideoX variant; the latent scale follows the model."
-    )
-    CATEGORY = f"{CATEGORY}/loaders"
-    FUNCTION = "execute"
-    RETURN_TYPES = (VAE_TYPE, "VAE")
-    RETURN_NAMES = ("vae", "core_vae")
-    OUTPUT_TOOLTIPS = (
-        "The CogVideoX VAE, for the encode, decode and image-to-video nodes.",
-        "The same VAE (same weights in memory) for core nodes: VAE Decode, VAE Encode, VAE Decode (Tiled) "
-        "with its temporal tile, VAE Encode (Tiled). Latents are raw VAE space, like this pack's LATENT.",
-    )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "vae_name": (
-                    model_choices("vae", "vae"),
-                    {"tooltip": "The VAE weights: a file in models/vae or a diffusers folder's vae/."},
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CogVideoXVAELoader",
+            display_name=cls.DISPLAY_NAME,
+            category=f"{CATEGORY}/loaders",
+            description="Loads the CogVideoX 3D causal VAE from a .safetensors file in models/vae or a diffusers "
+            "folder's vae/. The same VAE serves every CogVideoX variant; the latent scale follows the model.",
+            inputs=[
+                io.Combo.Input(
+                    "vae_name",
+                    options=model_choices("vae", "vae"),
+                    tooltip="The VAE weights: a file in models/vae or a diffusers folder's vae/.",
                 ),
-                "weight_dtype": (
-                    list(DTYPES),
-                    {"default": "auto", "tooltip": "Precision of the VAE weights (auto: bf16 on GPU, fp32 on CPU)."},
+                io.Combo.Input(
+                    "weight_dtype",
+                    options=list(DTYPES),
+                    default="auto",
+                    tooltip="Precision of the VAE weights (auto: bf16 on GPU, fp32 on CPU).",
                 ),
-            }
-        }
+            ],
+            outputs=[
+                VAEType.Output(
+                    display_name="vae", tooltip="The CogVideoX VAE, for the encode, decode and image-to-video nodes."
+                ),
+                io.Vae.Output(
+                    display_name="core_vae",
+                    tooltip="The same VAE (same weights in memory) for core nodes: VAE Decode, VAE Encode, VAE "
+                    "Decode (Tiled) with its temporal tile, VAE Encode (Tiled). Latents are raw VAE space, like this "
+                    "pack's LATENT.",
+                ),
+            ],
+        )
 
-    def execute(self, vae_name, weight_dtype):
-        path = resolve_model_path(self.DISPLAY_NAME, "vae", vae_name)
+    @classmethod
+    def validate_inputs(cls, vae_name, weight_dtype):
+        return cls.validation_answer(vae_name=vae_name, weight_dtype=weight_dtype)
+
+    @classmethod
+    def execute(cls, vae_name, weight_dtype) -> io.NodeOutput:
+        cls.check_inputs(vae_name=vae_name, weight_dtype=weight_dtype)
+        path = resolve_model_path(cls.DISPLAY_NAME, "vae", vae_name)
         load_device, offload_device = mm.vae_device(), mm.vae_offload_device()
         dtype = torch_dtype(weight_dtype, load_device)
         try:
@@ -211,10 +227,10 @@ class CogVideoXVAELoader:
             vae = loading.load_vae(path, dtype=dtype, device=offload_device, operations=operations)
             rgb_projection = None
         except loading.CogVideoXLoadError as e:
-            raise CogVideoXNodeError(self.DISPLAY_NAME, f"cannot load {vae_name!r}: {e}") from e
+            raise CogVideoXNodeError(cls.DISPLAY_NAME, f"cannot load {vae_name!r}: {e}") from e
         patcher = comfy.model_patcher.ModelPatcher(vae, load_device=load_device, offload_device=offload_device)
         ours = CogVideoXVAE(patcher, source=vae_name, rgb_projection=rgb_projection)
-        return (ours, core_vae(ours))
+        return io.NodeOutput(ours, core_vae(ours))
 
 
 def _t5_clip_target(config: dict):
@@ -255,40 +271,51 @@ def _t5_clip_target(config: dict):
     return target
 
 
-class CogVideoXT5Loader:
+class CogVideoXT5Loader(CheckedInputs):
     DISPLAY_NAME = "CogVideoX T5 Loader"
-    DESCRIPTION = (
-        "Loads a T5 encoder of any size as a CLIP for CogVideoX Text Encode: a diffusers pipeline's "
-        "text_encoder/ folder, T5-XXL from models/text_encoders, or the small encoder of the shipped tiny "
-        "model. T5-XXL files also load with core Load CLIP (type sd3)."
-    )
-    CATEGORY = f"{CATEGORY}/loaders"
-    FUNCTION = "execute"
-    RETURN_TYPES = ("CLIP",)
-    RETURN_NAMES = ("clip",)
-    OUTPUT_TOOLTIPS = ("A core CLIP holding the T5 encoder and the T5 tokenizer that ComfyUI ships.",)
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "t5_name": (
-                    model_choices("text_encoders", "text_encoder"),
-                    {"tooltip": "T5 encoder weights: a file in models/text_encoders or a diffusers text_encoder/."},
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CogVideoXT5Loader",
+            display_name=cls.DISPLAY_NAME,
+            category=f"{CATEGORY}/loaders",
+            description="Loads a T5 encoder of any size as a CLIP for CogVideoX Text Encode: a diffusers pipeline's "
+            "text_encoder/ folder, T5-XXL from models/text_encoders, or the small encoder of the shipped tiny "
+            "model. T5-XXL files also load with core Load CLIP (type sd3).",
+            inputs=[
+                io.Combo.Input(
+                    "t5_name",
+                    options=model_choices("text_encoders", "text_encoder"),
+                    tooltip="T5 encoder weights: a file in models/text_encoders or a diffusers text_encoder/.",
                 ),
-                "weight_dtype": (
-                    list(DTYPES),
-                    {"default": "auto", "tooltip": "Precision of the encoder (auto: ComfyUI's text-encoder choice)."},
+                io.Combo.Input(
+                    "weight_dtype",
+                    options=list(DTYPES),
+                    default="auto",
+                    tooltip="Precision of the encoder (auto: ComfyUI's text-encoder choice).",
                 ),
-            }
-        }
+            ],
+            outputs=[
+                io.Clip.Output(
+                    display_name="clip",
+                    tooltip="A core CLIP holding the T5 encoder and the T5 tokenizer that ComfyUI ships.",
+                )
+            ],
+        )
 
-    def execute(self, t5_name, weight_dtype):
-        path = resolve_model_path(self.DISPLAY_NAME, "text_encoders", t5_name)
+    @classmethod
+    def validate_inputs(cls, t5_name, weight_dtype):
+        return cls.validation_answer(t5_name=t5_name, weight_dtype=weight_dtype)
+
+    @classmethod
+    def execute(cls, t5_name, weight_dtype) -> io.NodeOutput:
+        cls.check_inputs(t5_name=t5_name, weight_dtype=weight_dtype)
+        path = resolve_model_path(cls.DISPLAY_NAME, "text_encoders", t5_name)
         try:
             state_dict, config = read_t5(path)
         except ValueError as e:
-            raise CogVideoXNodeError(self.DISPLAY_NAME, f"cannot load {t5_name!r}: {e}") from e
+            raise CogVideoXNodeError(cls.DISPLAY_NAME, f"cannot load {t5_name!r}: {e}") from e
         options = {} if DTYPES[weight_dtype] is None else {"dtype": torch_dtype(weight_dtype, mm.get_torch_device())}
         parameters = sum(t.numel() for t in state_dict.values())
         clip = comfy.sd.CLIP(
@@ -300,5 +327,5 @@ class CogVideoXT5Loader:
         missing, unexpected = clip.load_sd(state_dict)
         missing = [k for k in missing if not k.endswith("relative_attention_bias.weight") or ".0." in k]
         if missing:
-            raise CogVideoXNodeError(self.DISPLAY_NAME, f"{t5_name!r} lacks T5 weights, e.g. {missing[:3]}")
-        return (clip,)
+            raise CogVideoXNodeError(cls.DISPLAY_NAME, f"{t5_name!r} lacks T5 weights, e.g. {missing[:3]}")
+        return io.NodeOutput(clip)

@@ -8,10 +8,11 @@ import logging
 import comfy.model_management as mm
 import comfy.utils
 import torch
+from comfy_api.latest import io
 
 from ..cogvideox import frames as fr
 from ..cogvideox import vae_tiling
-from .common import CATEGORY, VAE_TYPE, CheckedInputs, CogVideoXNodeError
+from .common import CATEGORY, CheckedInputs, CogVideoXNodeError, VAEType
 
 log = logging.getLogger(__name__)
 
@@ -22,20 +23,18 @@ TILING_TOOLTIP = (
 )
 
 
-def _tile_inputs() -> dict:
-    return {
-        "tiling": (TILING, {"default": "auto", "tooltip": TILING_TOOLTIP}),
-        "tile_size": (
-            "INT",
-            {
-                "default": 256,
-                "min": 64,
-                "max": 2048,
-                "step": 32,
-                "tooltip": "Tile side in pixels when tiling (overlaps are blended). Smaller uses less memory.",
-            },
+def _tile_inputs() -> list[io.Input]:
+    return [
+        io.Combo.Input("tiling", options=TILING, default="auto", tooltip=TILING_TOOLTIP),
+        io.Int.Input(
+            "tile_size",
+            default=256,
+            min=64,
+            max=2048,
+            step=32,
+            tooltip="Tile side in pixels when tiling (overlaps are blended). Smaller uses less memory.",
         ),
-    }
+    ]
 
 
 def _vae_on_device(vae, memory_required: int, node: str = "CogVideoX VAE"):
@@ -132,62 +131,69 @@ def decode_latent(node: str, vae, latent: torch.Tensor, tiling: str = "auto", ti
 
 class CogVideoXVAEDecode(CheckedInputs):
     DISPLAY_NAME = "CogVideoX VAE Decode"
-    DESCRIPTION = (
-        "Decodes a CogVideoX video latent to IMAGE frames that any image node accepts. Frame-batched with the "
-        "causal cache; tiled automatically when memory is short, with a tiled retry after out-of-memory."
-    )
-    CATEGORY = f"{CATEGORY}/latent"
-    FUNCTION = "execute"
-    RETURN_TYPES = ("IMAGE",)
-    OUTPUT_TOOLTIPS = (
-        "The frames, [batch*frames, H, W, 3] in 0..1: all frames of the first video, then the next; "
-        "CogVideoX Save Video writes one file per video.",
-    )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "vae": (VAE_TYPE, {"tooltip": "The CogVideoX VAE."}),
-                "samples": ("LATENT", {"tooltip": "The video latent from CogVideoX Sampler."}),
-                **_tile_inputs(),
-            }
-        }
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CogVideoXVAEDecode",
+            display_name=cls.DISPLAY_NAME,
+            category=f"{CATEGORY}/latent",
+            description="Decodes a CogVideoX video latent to IMAGE frames that any image node accepts. "
+            "Frame-batched with the causal cache; tiled automatically when memory is short, with a tiled retry "
+            "after out-of-memory.",
+            inputs=[
+                VAEType.Input("vae", tooltip="The CogVideoX VAE."),
+                io.Latent.Input("samples", tooltip="The video latent from CogVideoX Sampler."),
+                *_tile_inputs(),
+            ],
+            outputs=[
+                io.Image.Output(
+                    tooltip="The frames, [batch*frames, H, W, 3] in 0..1: all frames of the first video, then the "
+                    "next; CogVideoX Save Video writes one file per video."
+                )
+            ],
+        )
 
     @classmethod
-    def VALIDATE_INPUTS(cls, tile_size):
-        return cls.validation_answer(tile_size=tile_size)
+    def validate_inputs(cls, tiling, tile_size):
+        return cls.validation_answer(tiling=tiling, tile_size=tile_size)
 
-    def execute(self, vae, samples, tiling, tile_size):
-        self.check_inputs(tile_size=tile_size)
-        video = decode_latent(self.DISPLAY_NAME, vae, samples["samples"], tiling, tile_size)
-        return (fr.video_to_images(video),)
+    @classmethod
+    def execute(cls, vae, samples, tiling, tile_size) -> io.NodeOutput:
+        cls.check_inputs(tiling=tiling, tile_size=tile_size)
+        video = decode_latent(cls.DISPLAY_NAME, vae, samples["samples"], tiling, tile_size)
+        return io.NodeOutput(fr.video_to_images(video))
 
 
 class CogVideoXVAEEncode(CheckedInputs):
     DISPLAY_NAME = "CogVideoX VAE Encode"
-    DESCRIPTION = "Encodes IMAGE frames (4k+1 of them, sizes a multiple of 16) to a CogVideoX video LATENT."
-    CATEGORY = f"{CATEGORY}/latent"
-    FUNCTION = "execute"
-    RETURN_TYPES = ("LATENT",)
-    OUTPUT_TOOLTIPS = ("The raw video latent [B, 16, T, H/8, W/8] (B videos when the frames came from a batch "
-                       "of CogVideoX VAE Decode, else 1).",)
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "vae": (VAE_TYPE, {"tooltip": "The CogVideoX VAE."}),
-                "images": ("IMAGE", {"tooltip": "Video frames: 4k+1 of them, width and height multiples of 16."}),
-                **_tile_inputs(),
-            }
-        }
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CogVideoXVAEEncode",
+            display_name=cls.DISPLAY_NAME,
+            category=f"{CATEGORY}/latent",
+            description="Encodes IMAGE frames (4k+1 of them, sizes a multiple of 16) to a CogVideoX video LATENT.",
+            inputs=[
+                VAEType.Input("vae", tooltip="The CogVideoX VAE."),
+                io.Image.Input("images", tooltip="Video frames: 4k+1 of them, width and height multiples of 16."),
+                *_tile_inputs(),
+            ],
+            outputs=[
+                io.Latent.Output(
+                    tooltip="The raw video latent [B, 16, T, H/8, W/8] (B videos when the frames came from a "
+                    "batch of CogVideoX VAE Decode, else 1)."
+                )
+            ],
+        )
 
     @classmethod
-    def VALIDATE_INPUTS(cls, tile_size):
-        return cls.validation_answer(tile_size=tile_size)
+    def validate_inputs(cls, tiling, tile_size):
+        return cls.validation_answer(tiling=tiling, tile_size=tile_size)
 
-    def execute(self, vae, images, tiling, tile_size):
-        self.check_inputs(tile_size=tile_size)
-        latent = encode_video(self.DISPLAY_NAME, vae, fr.images_to_video(images), tiling, tile_size)
-        return ({"samples": latent},)
+    @classmethod
+    def execute(cls, vae, images, tiling, tile_size) -> io.NodeOutput:
+        cls.check_inputs(tiling=tiling, tile_size=tile_size)
+        latent = encode_video(cls.DISPLAY_NAME, vae, fr.images_to_video(images), tiling, tile_size)
+        return io.NodeOutput({"samples": latent})

@@ -7,19 +7,13 @@ import os
 
 import folder_paths
 from comfy.cli_args import args
+from comfy_api.latest import InputImpl, io
 
 from ..cogvideox import frames as fr
 from ..cogvideox.video_io import FORMATS, crf_problems, write_video
 from .common import CATEGORY, CheckedInputs, CogVideoXNodeError
 
 log = logging.getLogger(__name__)
-
-try:  # VIDEO, for core video nodes: comfy_api.latest exists in ComfyUI >= 0.3.4x
-    from comfy_api.latest import InputImpl
-
-    VideoFromFile = InputImpl.VideoFromFile
-except ImportError:  # pragma: no cover - older hosts
-    VideoFromFile = None
 
 
 def prefix_problems(filename_prefix: str) -> list[str]:
@@ -57,67 +51,88 @@ def safe_prefix(node: str, filename_prefix: str, output_dir: str) -> str:
     return prefix
 
 
+def _metadata(hidden) -> dict:
+    """What the MP4 embeds: the prompt and the workflow (``hidden``: the executor's HiddenHolder, None
+    when the node is called directly), nothing with --disable-metadata as core's SaveVideo."""
+    if args.disable_metadata or hidden is None:
+        return {}
+    metadata = {} if hidden.prompt is None else {"prompt": hidden.prompt}
+    return {**metadata, **(hidden.extra_pnginfo or {})}
+
+
+def _write_videos(node: str, videos, prefix: str, output_dir: str, fps, format, crf, metadata) -> tuple[list, list]:
+    """One file per video of the batch, each with its own counter: (the ``ui`` entries, the paths)."""
+    saved, paths = [], []
+    for video in videos:  # [F, H, W, 3]
+        try:
+            folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
+                prefix, output_dir, video.shape[2], video.shape[1]
+            )
+            name = f"{filename}_{counter:05}_.{FORMATS[format].extension}"
+            os.makedirs(folder, exist_ok=True)
+            paths.append(write_video(os.path.join(folder, name), video, fps, format=format, crf=crf,
+                                     metadata=metadata))
+        except OSError as e:
+            raise CogVideoXNodeError(
+                node,
+                f"cannot write under filename_prefix {prefix!r} in the output folder ({e.strerror or e}); "
+                "shorten filename_prefix (at most 200 characters per folder or name) and make sure no file "
+                "has the name of one of its folders",
+            ) from e
+        saved.append({"filename": name, "subfolder": subfolder, "type": "output"})
+    return saved, paths
+
+
 class CogVideoXSaveVideo(CheckedInputs):
     DISPLAY_NAME = "CogVideoX Save Video"
-    DESCRIPTION = (
-        "Saves IMAGE frames as a video in ComfyUI's output folder (h264 MP4 or VP9 WebM). The prompt and the "
-        "workflow are embedded in the MP4, so dropping it on the canvas restores the graph (not when ComfyUI "
-        "runs with --disable-metadata)."
-    )
-    CATEGORY = f"{CATEGORY}/video"
-    FUNCTION = "execute"
-    OUTPUT_NODE = True
-    RETURN_TYPES = ("VIDEO",) if VideoFromFile is not None else ()
-    OUTPUT_TOOLTIPS = ("The saved video, for core video nodes.",) if VideoFromFile is not None else ()
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "images": ("IMAGE", {"tooltip": "The frames, e.g. from CogVideoX VAE Decode."}),
-                "fps": (
-                    "FLOAT",
-                    {
-                        "default": 8.0,
-                        "min": 1.0,
-                        "max": 120.0,
-                        "step": 1.0,
-                        "tooltip": "Frames per second: 8 for CogVideoX 1.0, 16 for 1.5.",
-                    },
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CogVideoXSaveVideo",
+            display_name=cls.DISPLAY_NAME,
+            category=f"{CATEGORY}/video",
+            description="Saves IMAGE frames as a video in ComfyUI's output folder (h264 MP4 or VP9 WebM). The prompt "
+            "and the workflow are embedded in the MP4, so dropping it on the canvas restores the graph (not when "
+            "ComfyUI runs with --disable-metadata).",
+            inputs=[
+                io.Image.Input("images", tooltip="The frames, e.g. from CogVideoX VAE Decode."),
+                io.Float.Input(
+                    "fps",
+                    default=8.0,
+                    min=1.0,
+                    max=120.0,
+                    step=1.0,
+                    tooltip="Frames per second: 8 for CogVideoX 1.0, 16 for 1.5.",
                 ),
-                "filename_prefix": (
-                    "STRING",
-                    {
-                        "default": "CogVideoX",
-                        "tooltip": "File name prefix inside the output folder; may hold subfolders like 'videos/clip'.",
-                    },
+                io.String.Input(
+                    "filename_prefix",
+                    default="CogVideoX",
+                    tooltip="File name prefix inside the output folder; may hold subfolders like 'videos/clip'.",
                 ),
-                "format": (list(FORMATS), {"default": "mp4 (h264)", "tooltip": "Container and codec."}),
-                "crf": (
-                    "INT",
-                    {
-                        "default": 19,
-                        "min": 0,
-                        "max": 63,
-                        "tooltip": "Quality: lower is better and larger. h264: 0-51 (17-23 typical; 0, lossless, "
-                        "is written as 1 so browsers can play it); VP9: 0-63 (24-35 typical).",
-                    },
+                io.Combo.Input("format", options=list(FORMATS), default="mp4 (h264)", tooltip="Container and codec."),
+                io.Int.Input(
+                    "crf",
+                    default=19,
+                    min=0,
+                    max=63,
+                    tooltip="Quality: lower is better and larger. h264: 0-51 (17-23 typical; 0, lossless, "
+                    "is written as 1 so browsers can play it); VP9: 0-63 (24-35 typical).",
                 ),
-            },
-            "optional": {
-                "frames_per_video": (
-                    "INT",
-                    {
-                        "default": 0,
-                        "min": 0,
-                        "max": fr.MAX_FRAMES,
-                        "tooltip": "0: one file per video of the batch as CogVideoX VAE Decode made it (frames "
-                        "from other nodes are one video). N > 0: cut the frames into videos of N frames each.",
-                    },
+                io.Int.Input(
+                    "frames_per_video",
+                    default=0,
+                    min=0,
+                    max=fr.MAX_FRAMES,
+                    optional=True,
+                    tooltip="0: one file per video of the batch as CogVideoX VAE Decode made it (frames "
+                    "from other nodes are one video). N > 0: cut the frames into videos of N frames each.",
                 ),
-            },
-            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
-        }
+            ],
+            outputs=[io.Video.Output(tooltip="The saved video, for core video nodes.")],
+            # the prompt and the workflow (hidden PROMPT and EXTRA_PNGINFO) come with is_output_node
+            is_output_node=True,
+        )
 
     CUSTOM_CHECKED = ("crf", "filename_prefix")
 
@@ -131,16 +146,15 @@ class CogVideoXSaveVideo(CheckedInputs):
         return problems
 
     @classmethod
-    def VALIDATE_INPUTS(cls, fps, filename_prefix, format, crf, frames_per_video=0):
+    def validate_inputs(cls, fps, filename_prefix, format, crf, frames_per_video=0):
         return cls.validation_answer(
             fps=fps, filename_prefix=filename_prefix, format=format, crf=crf, frames_per_video=frames_per_video
         )
 
-    def execute(
-        self, images, fps, filename_prefix, format, crf, frames_per_video=0, prompt=None, extra_pnginfo=None
-    ):
-        node = self.DISPLAY_NAME
-        self.check_inputs(
+    @classmethod
+    def execute(cls, images, fps, filename_prefix, format, crf, frames_per_video=0) -> io.NodeOutput:
+        node = cls.DISPLAY_NAME
+        cls.check_inputs(
             fps=fps, filename_prefix=filename_prefix, format=format, crf=crf, frames_per_video=frames_per_video
         )
         if frames_per_video and images.shape[0] % frames_per_video:
@@ -152,33 +166,8 @@ class CogVideoXSaveVideo(CheckedInputs):
         videos = fr.split_videos(images, frames_per_video)
         output_dir = folder_paths.get_output_directory()
         prefix = safe_prefix(node, filename_prefix, output_dir)
-        metadata = {}
-        if not args.disable_metadata:  # as core's SaveImage / SaveVideo honour the flag
-            if prompt is not None:
-                metadata["prompt"] = prompt
-            for key, value in (extra_pnginfo or {}).items():
-                metadata[key] = value
-        saved, paths = [], []
-        for video in videos:  # one file per video of the batch, each with its own counter
-            try:
-                folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
-                    prefix, output_dir, images.shape[2], images.shape[1]
-                )
-                name = f"{filename}_{counter:05}_.{FORMATS[format].extension}"
-                os.makedirs(folder, exist_ok=True)
-                paths.append(write_video(os.path.join(folder, name), video, fps, format=format, crf=crf,
-                                         metadata=metadata))
-            except OSError as e:
-                raise CogVideoXNodeError(
-                    node,
-                    f"cannot write under filename_prefix {prefix!r} in the output folder ({e.strerror or e}); "
-                    "shorten filename_prefix (at most 200 characters per folder or name) and make sure no file "
-                    "has the name of one of its folders",
-                ) from e
-            saved.append({"filename": name, "subfolder": subfolder, "type": "output"})
+        saved, paths = _write_videos(node, videos, prefix, output_dir, fps, format, crf, _metadata(cls.hidden))
         if len(videos) > 1:
             log.info("%s: wrote %d videos of %d frames", node, len(videos), videos[0].shape[0])
-        ui = {"images": saved, "animated": (True,)}
         # VIDEO is one video: the first of the batch (core video nodes take one)
-        result = (VideoFromFile(paths[0]),) if VideoFromFile is not None else ()
-        return {"ui": ui, "result": result}
+        return io.NodeOutput(InputImpl.VideoFromFile(paths[0]), ui={"images": saved, "animated": (True,)})

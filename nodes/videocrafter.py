@@ -11,6 +11,7 @@ import comfy.model_management as mm
 import comfy.utils
 import folder_paths
 import torch
+from comfy_api.latest import io
 from einops import rearrange
 
 from ..videocrafter._shared import randn_noise
@@ -19,7 +20,7 @@ from ..videocrafter.sampling import guided_predictor, sample_ddim
 from ..videocrafter.schedule import make_ddim_schedule
 from ..videocrafter.unet import VideoCrafterUNet
 from . import videocrafter_loading as loading
-from .common import CATEGORY, CogVideoXNodeError
+from .common import CATEGORY, CheckedInputs, CogVideoXNodeError
 from .videocrafter_model import VideoCrafterBaseModel
 
 VC_CATEGORY = f"{CATEGORY}/VideoCrafter"
@@ -52,39 +53,57 @@ def video_latent(node: str, latent: dict) -> torch.Tensor:
     return samples
 
 
-class VideoCrafterCheckpointLoader:
+class VideoCrafterCheckpointLoader(CheckedInputs):
     DISPLAY_NAME = "VideoCrafter Checkpoint Loader"
-    DESCRIPTION = (
-        "Loads a VideoCrafter1/2 checkpoint (T2V 1024 v1.0, T2V 512 v1.0, I2V 512 v1.0, VideoCrafter2 T2V 512) "
-        "converted to .safetensors with tools/convert_videocrafter.py, from models/checkpoints. The variant is "
-        "detected from the weights. Gives core types: the U-Net as MODEL, SD2's OpenCLIP-H text encoder as "
-        "CLIP, SD's VAE as VAE and, for I2V, OpenCLIP-H's image tower as CLIP_VISION (None for T2V)."
-    )
-    CATEGORY = VC_CATEGORY
-    FUNCTION = "execute"
-    RETURN_TYPES = ("MODEL", "CLIP", "VAE", "CLIP_VISION", "STRING")
-    RETURN_NAMES = ("model", "clip", "vae", "clip_vision", "variant")
-    OUTPUT_TOOLTIPS = (
-        "The 3D U-Net with VideoCrafter's schedule (use_scale included): for VideoCrafter Sampler or KSampler.",
-        "The text encoder (CLIP Text Encode; the reference's unconditional is the empty prompt).",
-        "SD's 2D VAE; decodes the frames of a VideoCrafter latent with core VAE Decode.",
-        "The image encoder of I2V checkpoints, for VideoCrafter Image Conditioning (None for T2V).",
-        "The detected variant, e.g. i2v-512-v1.0.",
-    )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "ckpt_name": (
-                    folder_paths.get_filename_list("checkpoints"),
-                    {"tooltip": "A converted VideoCrafter checkpoint (.safetensors) in models/checkpoints."},
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VideoCrafterCheckpointLoader",
+            display_name=cls.DISPLAY_NAME,
+            category=VC_CATEGORY,
+            description="Loads a VideoCrafter1/2 checkpoint (T2V 1024 v1.0, T2V 512 v1.0, I2V 512 v1.0, "
+            "VideoCrafter2 T2V 512) converted to .safetensors with tools/convert_videocrafter.py, from "
+            "models/checkpoints. The variant is detected from the weights. Gives core types: the U-Net as MODEL, "
+            "SD2's OpenCLIP-H text encoder as CLIP, SD's VAE as VAE and, for I2V, OpenCLIP-H's image tower as "
+            "CLIP_VISION (None for T2V).",
+            inputs=[
+                io.Combo.Input(
+                    "ckpt_name",
+                    options=folder_paths.get_filename_list("checkpoints"),
+                    tooltip="A converted VideoCrafter checkpoint (.safetensors) in models/checkpoints.",
                 )
-            }
-        }
+            ],
+            outputs=[
+                io.Model.Output(
+                    display_name="model",
+                    tooltip="The 3D U-Net with VideoCrafter's schedule (use_scale included): for VideoCrafter "
+                    "Sampler or KSampler.",
+                ),
+                io.Clip.Output(
+                    display_name="clip",
+                    tooltip="The text encoder (CLIP Text Encode; the reference's unconditional is the empty prompt).",
+                ),
+                io.Vae.Output(
+                    display_name="vae", tooltip="SD's 2D VAE; decodes the frames of a VideoCrafter latent with core "
+                    "VAE Decode."
+                ),
+                io.ClipVision.Output(
+                    display_name="clip_vision",
+                    tooltip="The image encoder of I2V checkpoints, for VideoCrafter Image Conditioning (None for T2V).",
+                ),
+                io.String.Output(display_name="variant", tooltip="The detected variant, e.g. i2v-512-v1.0."),
+            ],
+        )
 
-    def execute(self, ckpt_name):
-        node = self.DISPLAY_NAME
+    @classmethod
+    def validate_inputs(cls, ckpt_name):
+        return cls.validation_answer(ckpt_name=ckpt_name)
+
+    @classmethod
+    def execute(cls, ckpt_name) -> io.NodeOutput:
+        node = cls.DISPLAY_NAME
+        cls.check_inputs(ckpt_name=ckpt_name)
         path = folder_paths.get_full_path("checkpoints", ckpt_name)
         if path is None:
             raise CogVideoXNodeError(node, f"{ckpt_name!r} is not in models/checkpoints; put it there and refresh")
@@ -98,7 +117,7 @@ class VideoCrafterCheckpointLoader:
         patcher = loading.load_model(node, sd, resampler=loading.resampler_from_metadata(metadata))
         embeddings = folder_paths.get_folder_paths("embeddings")
         model = patcher.model
-        return (
+        return io.NodeOutput(
             patcher,
             loading.load_clip(sd, embeddings),
             loading.load_vae(sd),
@@ -107,34 +126,35 @@ class VideoCrafterCheckpointLoader:
         )
 
 
-class VideoCrafterImageConditioning:
+class VideoCrafterImageConditioning(CheckedInputs):
     DISPLAY_NAME = "VideoCrafter Image Conditioning"
-    DESCRIPTION = (
-        "Image-to-video conditioning as the reference builds it: the image is resized to 224x224 (no crop), "
-        "encoded by the CLIP vision model (all 257 tokens of the last layer, no final norm), projected by the "
-        "model's resampler to 16 tokens and appended after the 77 text tokens. The negative gets the tokens of "
-        "the reference's unconditional image (mid grey)."
-    )
-    CATEGORY = VC_CATEGORY
-    FUNCTION = "execute"
-    RETURN_TYPES = ("CONDITIONING", "CONDITIONING")
-    RETURN_NAMES = ("positive", "negative")
-    OUTPUT_TOOLTIPS = ("Text + image tokens.", "Negative text + unconditional-image tokens.")
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "positive": ("CONDITIONING", {"tooltip": "CLIP Text Encode of the prompt."}),
-                "negative": ("CONDITIONING", {"tooltip": "CLIP Text Encode of the negative (reference: empty)."}),
-                "model": ("MODEL", {"tooltip": "An image-to-video VideoCrafter model (its resampler is used)."}),
-                "clip_vision": ("CLIP_VISION", {"tooltip": "The checkpoint loader's CLIP_VISION output."}),
-                "image": ("IMAGE", {"tooltip": "The image to animate (the first of a batch is used)."}),
-            }
-        }
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VideoCrafterImageConditioning",
+            display_name=cls.DISPLAY_NAME,
+            category=VC_CATEGORY,
+            description="Image-to-video conditioning as the reference builds it: the image is resized to 224x224 (no "
+            "crop), encoded by the CLIP vision model (all 257 tokens of the last layer, no final norm), projected by "
+            "the model's resampler to 16 tokens and appended after the 77 text tokens. The negative gets the tokens "
+            "of the reference's unconditional image (mid grey).",
+            inputs=[
+                io.Conditioning.Input("positive", tooltip="CLIP Text Encode of the prompt."),
+                io.Conditioning.Input("negative", tooltip="CLIP Text Encode of the negative (reference: empty)."),
+                io.Model.Input("model", tooltip="An image-to-video VideoCrafter model (its resampler is used)."),
+                io.ClipVision.Input("clip_vision", tooltip="The checkpoint loader's CLIP_VISION output."),
+                io.Image.Input("image", tooltip="The image to animate (the first of a batch is used)."),
+            ],
+            outputs=[
+                io.Conditioning.Output(display_name="positive", tooltip="Text + image tokens."),
+                io.Conditioning.Output(display_name="negative", tooltip="Negative text + unconditional-image tokens."),
+            ],
+        )
 
-    def execute(self, positive, negative, model, clip_vision, image):
-        node = self.DISPLAY_NAME
+    @classmethod
+    def execute(cls, positive, negative, model, clip_vision, image) -> io.NodeOutput:
+        node = cls.DISPLAY_NAME
         base = videocrafter_model(node, model)
         if base.image_proj_model is None:
             raise CogVideoXNodeError(
@@ -144,9 +164,9 @@ class VideoCrafterImageConditioning:
             )
         if clip_vision is None:
             raise CogVideoXNodeError(node, "no CLIP_VISION: connect the I2V checkpoint loader's clip_vision output")
-        tokens = self._image_tokens(base, clip_vision, image[:1])
-        uncond = self._image_tokens(base, clip_vision, unconditional_image(1))
-        return _append_tokens(node, positive, tokens), _append_tokens(node, negative, uncond)
+        tokens = cls._image_tokens(base, clip_vision, image[:1])
+        uncond = cls._image_tokens(base, clip_vision, unconditional_image(1))
+        return io.NodeOutput(_append_tokens(node, positive, tokens), _append_tokens(node, negative, uncond))
 
     @staticmethod
     def _image_tokens(base: VideoCrafterBaseModel, clip_vision, image: torch.Tensor) -> torch.Tensor:
@@ -175,104 +195,104 @@ def _append_tokens(node: str, conditioning, tokens: torch.Tensor):
     return out
 
 
-class VideoCrafterFPS:
+class VideoCrafterFPS(CheckedInputs):
     DISPLAY_NAME = "VideoCrafter FPS"
-    DESCRIPTION = (
-        "Sets the frame rate the fps-conditioned models (T2V 1024, I2V 512, VideoCrafter2) are told: lower "
-        "means more motion between frames. Without it the reference's per-variant default is used "
-        "(28 for T2V 1024, 8 for the 512 models). The December 2023 T2V 512 v1.0 model ignores it."
-    )
-    CATEGORY = VC_CATEGORY
-    FUNCTION = "execute"
-    RETURN_TYPES = ("CONDITIONING",)
-    OUTPUT_TOOLTIPS = ("The conditioning with the frame rate set.",)
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "conditioning": ("CONDITIONING", {"tooltip": "Apply to both positive and negative."}),
-                "fps": ("INT", {"default": 8, "min": 1, "max": 120, "tooltip": "Frames per second to condition on."}),
-            }
-        }
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VideoCrafterFPS",
+            display_name=cls.DISPLAY_NAME,
+            category=VC_CATEGORY,
+            description="Sets the frame rate the fps-conditioned models (T2V 1024, I2V 512, VideoCrafter2) are told: "
+            "lower means more motion between frames. Without it the reference's per-variant default is used "
+            "(28 for T2V 1024, 8 for the 512 models). The December 2023 T2V 512 v1.0 model ignores it.",
+            inputs=[
+                io.Conditioning.Input("conditioning", tooltip="Apply to both positive and negative."),
+                io.Int.Input("fps", default=8, min=1, max=120, tooltip="Frames per second to condition on."),
+            ],
+            outputs=[io.Conditioning.Output(tooltip="The conditioning with the frame rate set.")],
+        )
 
-    def execute(self, conditioning, fps):
-        return ([[c, {**extra, "fps": int(fps)}] for c, extra in conditioning],)
+    @classmethod
+    def execute(cls, conditioning, fps) -> io.NodeOutput:
+        return io.NodeOutput([[c, {**extra, "fps": int(fps)}] for c, extra in conditioning])
 
 
-class VideoCrafterEmptyLatent:
+class VideoCrafterEmptyLatent(CheckedInputs):
     DISPLAY_NAME = "VideoCrafter Empty Latent"
-    DESCRIPTION = "An empty VideoCrafter latent: SD latents with the frames as the batch, [frames, 4, H/8, W/8]."
-    CATEGORY = VC_CATEGORY
-    FUNCTION = "execute"
-    RETURN_TYPES = ("LATENT",)
-    OUTPUT_TOOLTIPS = ("A LATENT for VideoCrafter Sampler or KSampler; core VAE Decode gives its frames.",)
 
     @classmethod
-    def INPUT_TYPES(cls):
+    def define_schema(cls) -> io.Schema:
         size = {"min": 64, "max": 4096, "step": 8}
-        return {
-            "required": {
-                "width": ("INT", {"default": 512, **size, "tooltip": "Pixels, a multiple of 8 (512 or 1024)."}),
-                "height": ("INT", {"default": 320, **size, "tooltip": "Pixels, a multiple of 8 (320 or 576)."}),
-                "frames": ("INT", {"default": 16, "min": 1, "max": 128, "tooltip": "Frames (trained: 16)."}),
-            }
-        }
-
-    def execute(self, width, height, frames):
-        if width % 8 or height % 8:
-            raise CogVideoXNodeError(self.DISPLAY_NAME, f"{width}x{height}: width and height must be multiples of 8")
-        return ({"samples": torch.zeros(frames, LATENT_CHANNELS, height // 8, width // 8)},)
-
-
-class VideoCrafterSampler:
-    DISPLAY_NAME = "VideoCrafter Sampler"
-    DESCRIPTION = (
-        "The reference sampler of VideoCrafter: DDIM over uniform steps with eta (1.0 in the reference scripts), "
-        "classifier-free guidance and the model's use_scale rescaling, drawing its noise as the reference does. "
-        "Core KSampler also runs these models (the schedule is in the MODEL) but its DDIM ends at sigma 0 and "
-        "has no eta."
-    )
-    CATEGORY = VC_CATEGORY
-    FUNCTION = "execute"
-    RETURN_TYPES = ("LATENT",)
-    OUTPUT_TOOLTIPS = ("The sampled latent (frames as the batch), for core VAE Decode.",)
+        return io.Schema(
+            node_id="VideoCrafterEmptyLatent",
+            display_name=cls.DISPLAY_NAME,
+            category=VC_CATEGORY,
+            description="An empty VideoCrafter latent: SD latents with the frames as the batch, [frames, 4, H/8, "
+            "W/8].",
+            inputs=[
+                io.Int.Input("width", default=512, **size, tooltip="Pixels, a multiple of 8 (512 or 1024)."),
+                io.Int.Input("height", default=320, **size, tooltip="Pixels, a multiple of 8 (320 or 576)."),
+                io.Int.Input("frames", default=16, min=1, max=128, tooltip="Frames (trained: 16)."),
+            ],
+            outputs=[
+                io.Latent.Output(
+                    tooltip="A LATENT for VideoCrafter Sampler or KSampler; core VAE Decode gives its frames."
+                )
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model": ("MODEL", {"tooltip": "From VideoCrafter Checkpoint Loader."}),
-                "positive": ("CONDITIONING", {"tooltip": "Prompt (and image tokens for I2V)."}),
-                "negative": ("CONDITIONING", {"tooltip": "Negative; the reference uses the empty prompt."}),
-                "latent": ("LATENT", {"tooltip": "VideoCrafter Empty Latent: gives the size and frame count."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Noise seed."}),
-                "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM steps (reference: 50)."}),
-                "cfg": (
-                    "FLOAT",
-                    {
-                        "default": 12.0,
-                        "min": 1.0,
-                        "max": 50.0,
-                        "step": 0.1,
-                        "tooltip": "Guidance scale (reference: 12 for T2V, 12 for I2V).",
-                    },
-                ),
-                "eta": (
-                    "FLOAT",
-                    {
-                        "default": 1.0,
-                        "min": 0.0,
-                        "max": 1.0,
-                        "step": 0.01,
-                        "tooltip": "DDIM eta: 1.0 as the reference scripts, 0.0 deterministic.",
-                    },
-                ),
-            }
-        }
+    def execute(cls, width, height, frames) -> io.NodeOutput:
+        if width % 8 or height % 8:
+            raise CogVideoXNodeError(cls.DISPLAY_NAME, f"{width}x{height}: width and height must be multiples of 8")
+        return io.NodeOutput({"samples": torch.zeros(frames, LATENT_CHANNELS, height // 8, width // 8)})
 
-    def execute(self, model, positive, negative, latent, seed, steps, cfg, eta):
-        node = self.DISPLAY_NAME
+
+class VideoCrafterSampler(CheckedInputs):
+    DISPLAY_NAME = "VideoCrafter Sampler"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VideoCrafterSampler",
+            display_name=cls.DISPLAY_NAME,
+            category=VC_CATEGORY,
+            description="The reference sampler of VideoCrafter: DDIM over uniform steps with eta (1.0 in the "
+            "reference scripts), classifier-free guidance and the model's use_scale rescaling, drawing its noise as "
+            "the reference does. Core KSampler also runs these models (the schedule is in the MODEL) but its DDIM "
+            "ends at sigma 0 and has no eta.",
+            inputs=[
+                io.Model.Input("model", tooltip="From VideoCrafter Checkpoint Loader."),
+                io.Conditioning.Input("positive", tooltip="Prompt (and image tokens for I2V)."),
+                io.Conditioning.Input("negative", tooltip="Negative; the reference uses the empty prompt."),
+                io.Latent.Input("latent", tooltip="VideoCrafter Empty Latent: gives the size and frame count."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, tooltip="Noise seed."),
+                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="DDIM steps (reference: 50)."),
+                io.Float.Input(
+                    "cfg",
+                    default=12.0,
+                    min=1.0,
+                    max=50.0,
+                    step=0.1,
+                    tooltip="Guidance scale (reference: 12 for T2V, 12 for I2V).",
+                ),
+                io.Float.Input(
+                    "eta",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    tooltip="DDIM eta: 1.0 as the reference scripts, 0.0 deterministic.",
+                ),
+            ],
+            outputs=[io.Latent.Output(tooltip="The sampled latent (frames as the batch), for core VAE Decode.")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, seed, steps, cfg, eta) -> io.NodeOutput:
+        node = cls.DISPLAY_NAME
         base = videocrafter_model(node, model)
         frames = video_latent(node, latent)
         cond, extra = positive[0]
@@ -306,4 +326,4 @@ class VideoCrafterSampler:
         with torch.no_grad():
             out = sample_ddim(predict, x, schedule, noise_sampler=randn_noise(generator), callback=callback)
         samples = base.process_latent_out(rearrange(out.float().cpu(), "1 c t h w -> t c h w"))  # raw VAE space
-        return ({"samples": samples},)
+        return io.NodeOutput({"samples": samples})

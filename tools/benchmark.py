@@ -387,7 +387,7 @@ def bench_core_vae(quick: bool, repeats: int) -> list[Row]:
         return core.VAEDecode().decode(wrapped, {"samples": z})[0]
 
     def run_ours():
-        return vae_nodes.CogVideoXVAEDecode().execute(ours, {"samples": z}, "auto", 256)[0]
+        return vae_nodes.CogVideoXVAEDecode.execute(ours, {"samples": z}, "auto", 256)[0]
 
     diff = (run_core() - run_ours()).abs().max().item()
     t_core, t_ours = timed_pair(run_core, run_ours, repeats)

@@ -68,6 +68,8 @@ def _cell(text: str) -> str:
 
 def _type(spec) -> str:
     kind = spec[0]
+    if kind == "COMBO":  # a V3 combo: the choices are its options (V1: the list is the type)
+        kind = spec[1].get("options", [])
     if isinstance(kind, list):
         shown = ", ".join(f"`{v}`" for v in kind[:6])
         return f"one of {shown}{', ...' if len(kind) > 6 else ''}"

@@ -62,6 +62,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def combo_choices(spec: list) -> list[Any]:
+    """The options of a combo input's ``/object_info`` spec: V3 writes ``["COMBO", {"options": [...]}]``,
+    V1 ``[[...], {...}]``; an error for any other input."""
+    if spec[0] == "COMBO":
+        return list(spec[1]["options"])
+    if isinstance(spec[0], list):
+        return list(spec[0])
+    raise TypeError(f"not a combo input: {spec!r}")
+
+
 class ComfyClient:
     """Talks to ComfyUI's HTTP API the way the frontend and scripts do."""
 
@@ -84,6 +94,11 @@ class ComfyClient:
 
     def object_info(self, node_class: str | None = None) -> dict[str, Any]:
         return self.get_json(f"/object_info/{node_class}" if node_class else "/object_info")
+
+    def choices(self, node_class: str, input_name: str) -> list[Any]:
+        """The options of a combo input as ``/object_info`` lists them now."""
+        inputs = self.object_info(node_class)[node_class]["input"]
+        return combo_choices({**inputs.get("required", {}), **inputs.get("optional", {})}[input_name])
 
     def queue(self, prompt_api: Mapping[str, Any], extra_data: Mapping[str, Any] | None = None) -> str:
         """Queue an API-format graph; return its prompt id or raise :class:`PromptRejected`."""

@@ -54,8 +54,8 @@ def main(pack_dir: str) -> int:
 
     torch.manual_seed(0)
     result: dict = {}
-    model = nodes["CogVideoXModelLoader"]().execute("cogvideox_tiny_t2v.safetensors", "fp32")[0]
-    ours_vae, core_vae = nodes["CogVideoXVAELoader"]().execute("cogvideox_tiny_vae.safetensors", "fp32")[:2]
+    model = nodes["CogVideoXModelLoader"].execute("cogvideox_tiny_t2v.safetensors", "fp32")[0]
+    ours_vae, core_vae = nodes["CogVideoXVAELoader"].execute("cogvideox_tiny_vae.safetensors", "fp32")[:2]
     net = getattr(model.patcher.model, "diffusion_model", model.patcher.model)  # the library transformer
     layers = [m for m in net.modules() if hasattr(m, "comfy_cast_weights")]
     result["ops"] = {
@@ -80,7 +80,7 @@ def main(pack_dir: str) -> int:
     def sample():
         with torch.inference_mode():
             z = pipeline.sample(net, model.variant, latent, pos, neg, steps=4, cfg=4.0, seed=3)
-        video = nodes["CogVideoXVAEDecode"]().execute(ours_vae, {"samples": z}, "off", 256)[0]
+        video = nodes["CogVideoXVAEDecode"].execute(ours_vae, {"samples": z}, "off", 256)[0]
         return z, video
 
     patcher = model.patcher
@@ -143,7 +143,7 @@ def main(pack_dir: str) -> int:
     tmp = tempfile.mkdtemp()
     save_file(state, os.path.join(tmp, "tiny_fp8.safetensors"), metadata=metadata)
     folder_paths.add_model_folder_path("diffusion_models", tmp)
-    model8 = nodes["CogVideoXModelLoader"]().execute("tiny_fp8.safetensors", "fp32", "fp8_e4m3fn")[0]
+    model8 = nodes["CogVideoXModelLoader"].execute("tiny_fp8.safetensors", "fp32", "fp8_e4m3fn")[0]
     net8 = getattr(model8.patcher.model, "diffusion_model", model8.patcher.model)
     upcast, _ = loading.load_transformer(os.path.join(tmp, "tiny_fp8.safetensors"), dtype=torch.float32)
     with torch.inference_mode():
@@ -159,7 +159,7 @@ def main(pack_dir: str) -> int:
 
     # core VAE nodes against ours on a sampled latent
     z = z_full
-    ours_img = nodes["CogVideoXVAEDecode"]().execute(ours_vae, {"samples": z}, "auto", 256)[0]
+    ours_img = nodes["CogVideoXVAEDecode"].execute(ours_vae, {"samples": z}, "auto", 256)[0]
     core_img = core.VAEDecode().decode(core_vae, {"samples": z})[0]
     h, w = core_img.shape[1:3]
     # a bigger latent for tiling: 5 latent frames, 16x16 (128 px), tiles of 64 px and 3 latent frames
@@ -167,9 +167,9 @@ def main(pack_dir: str) -> int:
     big = torch.cat([torch.cat([big, big.flip(4)], dim=4), torch.cat([big.flip(3), big], dim=4)], dim=3)
     tiled = core.VAEDecodeTiled().decode(core_vae, {"samples": big}, tile_size=64, overlap=32, temporal_size=12,
                                          temporal_overlap=4)[0]  # fmt: skip
-    untiled_off = nodes["CogVideoXVAEDecode"]().execute(ours_vae, {"samples": big}, "off", 256)[0]
+    untiled_off = nodes["CogVideoXVAEDecode"].execute(ours_vae, {"samples": big}, "off", 256)[0]
     pixels = ours_img
-    ours_lat = nodes["CogVideoXVAEEncode"]().execute(ours_vae, pixels, "auto", 256)[0]["samples"]
+    ours_lat = nodes["CogVideoXVAEEncode"].execute(ours_vae, pixels, "auto", 256)[0]["samples"]
     core_lat = core.VAEEncode().encode(core_vae, pixels)[0]["samples"]
     core_lat_tiled = core.VAEEncodeTiled().encode(core_vae, pixels, 64, 32, 64, 8)[0]["samples"]
     result["vae"] = {
@@ -213,12 +213,12 @@ def main(pack_dir: str) -> int:
         ("CogVideoXVAEEncode", (pixels, "auto", 256)),
     ):
         try:
-            nodes[name]().execute(sd_vae, *args)
+            nodes[name].execute(sd_vae, *args)
         except Exception as e:  # noqa: BLE001
             errors[f"sd_vae_to_{name}"] = f"{type(e).__name__}: {e}"
     # the core VAE output also works where ours is expected (it holds the same VAE)
     result["vae"]["core_vae_in_our_decode_max_abs_diff"] = float(
-        (nodes["CogVideoXVAEDecode"]().execute(core_vae, {"samples": z}, "auto", 256)[0] - ours_img).abs().max()
+        (nodes["CogVideoXVAEDecode"].execute(core_vae, {"samples": z}, "auto", 256)[0] - ours_img).abs().max()
     )
     result["errors"] = errors
     sys.stdout.write(json.dumps(result) + "\n")

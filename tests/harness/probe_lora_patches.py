@@ -64,8 +64,8 @@ def main(pack_dir: str, work: str) -> int:
         with torch.no_grad():
             return L.merge(copy.deepcopy(reference), parsed, strength)(x, timestep, ctx)
 
-    node = pack.NODE_CLASS_MAPPINGS["CogVideoXLoRA"]()
-    loader = pack.NODE_CLASS_MAPPINGS["CogVideoXModelLoader"]()
+    node = pack.NODE_CLASS_MAPPINGS["CogVideoXLoRA"]
+    loader = pack.NODE_CLASS_MAPPINGS["CogVideoXModelLoader"]
     result = {}
     for label, swap in (("plain", 0), ("block_swap", 2)):
         model = loader.execute("cogvideox_tiny_t2v.safetensors", "fp32", block_swap=swap)[0]

@@ -2,9 +2,12 @@
 
 Usage: ``cd build/comfyui && python <this file> <pack dir>``. Imports the pack the way
 ComfyUI's ``load_custom_node`` does (as a package from its folder, with ComfyUI's own modules
-importable) and prints ``{"nodes": {id: {"display": ..., "category": ...}}, "classes": [...]}``,
+importable) and prints ``{"nodes": {id: {"display": ..., "category": ..., "v3": ...}}, "classes": [...],
+"entrypoint_ids": [...]}`` (``v3``: the class is an ``io.ComfyNode``; ``entrypoint_ids``: the node
+ids of ``comfy_entrypoint``'s extension, None without one),
 where ``classes`` names every node class (V1: ``INPUT_TYPES`` and ``FUNCTION``; V3: a
-``define_schema``) defined in the pack's modules, registered or not. This gives the host tests
+``define_schema`` of its own, not only the abstract one of ``io.ComfyNode`` that shared base
+classes inherit) defined in the pack's modules, registered or not. This gives the host tests
 an account of the pack's registrations independent of ``/object_info``.
 """
 
@@ -32,12 +35,27 @@ def main(pack_dir: str) -> int:
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
+    from comfy_api.internal import first_real_override
+
     mappings = getattr(module, "NODE_CLASS_MAPPINGS", {})
     names = getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", {})
+    from comfy_api.latest import io
+
     nodes = {
-        node_id: {"display": names.get(node_id), "category": getattr(cls, "CATEGORY", None)}
+        node_id: {
+            "display": names.get(node_id),
+            "category": getattr(cls, "CATEGORY", None),
+            "v3": isinstance(cls, type) and issubclass(cls, io.ComfyNode),
+        }
         for node_id, cls in mappings.items()
     }
+    entrypoint = getattr(module, "comfy_entrypoint", None)
+    entry_ids = None
+    if entrypoint is not None:  # the V3 entry point's node list, as load_custom_node would read it
+        import asyncio
+
+        extension = asyncio.run(entrypoint())
+        entry_ids = [cls.GET_SCHEMA().node_id for cls in asyncio.run(extension.get_node_list())]
     classes = sorted(
         {
             name
@@ -47,12 +65,13 @@ def main(pack_dir: str) -> int:
             if isinstance(obj, type)
             and obj.__module__ == mod_name
             and (
-                (hasattr(obj, "INPUT_TYPES") and hasattr(obj, "FUNCTION"))
-                or callable(getattr(obj, "define_schema", None))
+                first_real_override(obj, "define_schema") is not None
+                if hasattr(obj, "GET_BASE_CLASS")
+                else hasattr(obj, "INPUT_TYPES") and hasattr(obj, "FUNCTION")
             )
         }
     )
-    sys.stdout.write(json.dumps({"nodes": nodes, "classes": classes}) + "\n")
+    sys.stdout.write(json.dumps({"nodes": nodes, "classes": classes, "entrypoint_ids": entry_ids}) + "\n")
     return 0
 
 

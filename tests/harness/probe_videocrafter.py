@@ -151,15 +151,15 @@ def main(pack_dir: str) -> int:
     # (c) the pack's own sampler node: shape, raw VAE space, fps from the conditioning
     patcher, _ = patchers["t2v-1024-v1.0"]
     t = load_file(os.path.join(fixtures, "t2v-1024-v1.0.safetensors"))
-    latent = nodes.VideoCrafterEmptyLatent().execute(48, 32, 6)[0]
-    positive = nodes.VideoCrafterFPS().execute([[t["text"][:1], {}]], 8)[0]
+    latent = nodes.VideoCrafterEmptyLatent.execute(48, 32, 6)[0]
+    positive = nodes.VideoCrafterFPS.execute([[t["text"][:1], {}]], 8)[0]
     negative = [[t["uncond_text"][:1], {}]]
-    sampled = nodes.VideoCrafterSampler().execute(patcher, positive, negative, latent, 3, 4, 7.5, 1.0)[0]["samples"]
+    sampled = nodes.VideoCrafterSampler.execute(patcher, positive, negative, latent, 3, 4, 7.5, 1.0)[0]["samples"]
     report["sampler_node_shape"] = list(sampled.shape)
     report["sampler_node_finite"] = bool(torch.isfinite(sampled).all())
-    again = nodes.VideoCrafterSampler().execute(patcher, positive, negative, latent, 3, 4, 7.5, 1.0)[0]["samples"]
-    other_fps = nodes.VideoCrafterFPS().execute([[t["text"][:1], {}]], 24)[0]
-    changed = nodes.VideoCrafterSampler().execute(patcher, other_fps, negative, latent, 3, 4, 7.5, 1.0)[0]["samples"]
+    again = nodes.VideoCrafterSampler.execute(patcher, positive, negative, latent, 3, 4, 7.5, 1.0)[0]["samples"]
+    other_fps = nodes.VideoCrafterFPS.execute([[t["text"][:1], {}]], 24)[0]
+    changed = nodes.VideoCrafterSampler.execute(patcher, other_fps, negative, latent, 3, 4, 7.5, 1.0)[0]["samples"]
     report["sampler_node_repeatable"] = bool(torch.equal(sampled, again))
     report["sampler_node_fps_changes_output"] = (sampled - changed).abs().max().item()
 
@@ -179,7 +179,7 @@ def main(pack_dir: str) -> int:
         save_file(sd15, os.path.join(tmp, "sd15.safetensors"))
         sdxl = dict(sd15, **{"model.diffusion_model.label_emb.0.0.weight": torch.zeros(1280, 2816)})
         save_file(sdxl, os.path.join(tmp, "sdxl.safetensors"))
-        loader = nodes.VideoCrafterCheckpointLoader()
+        loader = nodes.VideoCrafterCheckpointLoader
         model, clip, vae, clip_vision, variant = loader.execute("tiny_i2v.safetensors")
         report["loader_variant"] = variant
         report["loader_has_resampler"] = model.model.image_proj_model is not None
@@ -191,21 +191,21 @@ def main(pack_dir: str) -> int:
     text = [[t["text"][:1], {}]]
     image_cond = [[torch.cat([t["text"][:1], torch.zeros(1, 4, 16)], dim=1), {}]]
     report["error_i2v_conditioning_t2v_model"] = _error(
-        lambda: nodes.VideoCrafterImageConditioning().execute(text, text, t2v_patcher, None, torch.zeros(1, 8, 8, 3))
+        lambda: nodes.VideoCrafterImageConditioning.execute(text, text, t2v_patcher, None, torch.zeros(1, 8, 8, 3))
     )
     report["error_image_tokens_to_t2v_sampler"] = _error(
-        lambda: nodes.VideoCrafterSampler().execute(t2v_patcher, image_cond, text, latent, 0, 1, 7.5, 1.0)
+        lambda: nodes.VideoCrafterSampler.execute(t2v_patcher, image_cond, text, latent, 0, 1, 7.5, 1.0)
     )
     report["error_text_only_to_i2v_sampler"] = _error(
-        lambda: nodes.VideoCrafterSampler().execute(i2v_patcher, text, text, latent, 0, 1, 7.5, 1.0)
+        lambda: nodes.VideoCrafterSampler.execute(i2v_patcher, text, text, latent, 0, 1, 7.5, 1.0)
     )
     report["error_cogvideox_latent"] = _error(
-        lambda: nodes.VideoCrafterSampler().execute(
+        lambda: nodes.VideoCrafterSampler.execute(
             t2v_patcher, text, text, {"samples": torch.zeros(1, 16, 3, 4, 6)}, 0, 1, 7.5, 1.0
         )
     )
     report["error_t5_conditioning"] = _error(
-        lambda: nodes.VideoCrafterSampler().execute(
+        lambda: nodes.VideoCrafterSampler.execute(
             t2v_patcher, [[torch.zeros(1, 226, 4096), {}]], text, latent, 0, 1, 7.5, 1.0
         )
     )
@@ -214,7 +214,7 @@ def main(pack_dir: str) -> int:
         model = object()
 
     report["error_other_model"] = _error(
-        lambda: nodes.VideoCrafterSampler().execute(NotVideoCrafter(), text, text, latent, 0, 1, 7.5, 1.0)
+        lambda: nodes.VideoCrafterSampler.execute(NotVideoCrafter(), text, text, latent, 0, 1, 7.5, 1.0)
     )
     sys.stdout.write(json.dumps(report) + "\n")
     return 0

@@ -74,7 +74,7 @@ CONFIG_CASES = [
 def test_broken_diffusers_folders_name_the_file_and_the_fix(client, models, config, sharded, needles):
     name = _diffusers_folder(models, f"rel2_{len(needles)}_{int(sharded)}_{abs(hash(needles[0])) % 997}",
                              config(_config(models)), sharded)
-    assert name in client.object_info(LOADER)[LOADER]["input"]["required"]["model_name"][0]
+    assert name in client.choices(LOADER, "model_name")
     message = assert_clear_error(failed(client, t2v_graph(model=name)), LOADER, LOADER_NAME, name, *needles)
     assert "JSONDecodeError" not in message and "TypeError" not in message
 
@@ -97,7 +97,7 @@ def test_integer_weights_are_refused_as_quantized(client, models):
 def test_a_diffusers_folder_without_config_is_not_listed_and_the_log_says_why(client, models, comfy_host):
     name = _diffusers_folder(models, "rel2_noconfig", None)
     before = len(comfy_host.log_text())
-    assert name not in client.object_info(LOADER)[LOADER]["input"]["required"]["model_name"][0]
+    assert name not in client.choices(LOADER, "model_name")
     log = comfy_host.log_text()[before:]
     assert "rel2_noconfig" in log and "is not listed in the loaders: it has no config.json" in log, log[-2000:]
 

@@ -129,13 +129,13 @@ def tiny(pack):
     from cogvideox_pack.nodes.loaders import CogVideoXModelLoader, CogVideoXT5Loader, CogVideoXVAELoader
     from cogvideox_pack.nodes.text import CogVideoXTextEncode
 
-    clip = CogVideoXT5Loader().execute("cogvideox_tiny_t5.safetensors", "auto")[0]
-    encode = CogVideoXTextEncode()
+    clip = CogVideoXT5Loader.execute("cogvideox_tiny_t5.safetensors", "auto")[0]
+    encode = CogVideoXTextEncode
     return {
         "clip": clip,
-        "t2v": CogVideoXModelLoader().execute("cogvideox_tiny_t2v.safetensors", "fp32"),
-        "i2v": CogVideoXModelLoader().execute("cogvideox_tiny_i2v.safetensors", "fp32"),
-        "vae": CogVideoXVAELoader().execute("cogvideox_tiny_vae.safetensors", "fp32")[0],
+        "t2v": CogVideoXModelLoader.execute("cogvideox_tiny_t2v.safetensors", "fp32"),
+        "i2v": CogVideoXModelLoader.execute("cogvideox_tiny_i2v.safetensors", "fp32"),
+        "vae": CogVideoXVAELoader.execute("cogvideox_tiny_vae.safetensors", "fp32")[0],
         "positive": encode.execute(clip, PROMPT)[0],
         "negative": encode.execute(clip, "")[0],
     }
@@ -144,7 +144,7 @@ def tiny(pack):
 def _decode(pack, vae, latent: torch.Tensor) -> torch.Tensor:
     from cogvideox_pack.nodes.vae import CogVideoXVAEDecode
 
-    images = CogVideoXVAEDecode().execute(vae, {"samples": latent}, False, 256)[0]  # [F, H, W, 3] in 0..1
+    images = CogVideoXVAEDecode.execute(vae, {"samples": latent}, "off", 256)[0]  # [F, H, W, 3] in 0..1
     return images.permute(3, 0, 1, 2) * 2 - 1  # [3, F, H, W]
 
 
@@ -191,7 +191,7 @@ def test_core_ksampler_runs_image_to_video_from_the_pack_image_node(pack, lib, t
     pack_model, _, core_model = tiny["i2v"]
     image = (lib.synthetic.render("red", "square", torch.tensor([(18.0, 24.0)]), object_size=17.0) + 1) / 2
     image = image.permute(1, 2, 3, 0)  # [1, H, W, 3] in 0..1
-    positive, negative, latent = CogVideoXImageToVideo().execute(
+    positive, negative, latent = CogVideoXImageToVideo.execute(
         tiny["positive"], tiny["negative"], tiny["vae"], image, 64, 64, 9, 1, "crop", 0.0, "fixed", "diffusers", 0
     )
     assert torch.equal(positive[0][1]["concat_latent_image"], positive[0][1]["cogvideox_image_latent"])
@@ -267,7 +267,7 @@ def test_context_windows_run_three_times_the_trained_length(pack, lib, tiny):
     clip = tiny["clip"]
     seen = []
     for colour, shape, direction in LONG_CASES:
-        positive = CogVideoXTextEncode().execute(clip, lib.synthetic.caption_for(colour, shape, direction))[0]
+        positive = CogVideoXTextEncode.execute(clip, lib.synthetic.caption_for(colour, shape, direction))[0]
         out = _core_ksampler(windowed, positive, tiny["negative"], latent, "euler", "simple")
         video = _decode(pack, tiny["vae"], out)  # [3, 33, 64, 64]
         assert video.shape[1] == 33

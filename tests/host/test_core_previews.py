@@ -26,9 +26,9 @@ def tiny(pack):
     from cogvideox_pack.nodes.loaders import CogVideoXModelLoader, CogVideoXT5Loader, CogVideoXVAELoader
 
     return {
-        "clip": CogVideoXT5Loader().execute("cogvideox_tiny_t5.safetensors", "auto")[0],
-        "t2v": CogVideoXModelLoader().execute("cogvideox_tiny_t2v.safetensors", "fp32"),
-        "vae": CogVideoXVAELoader().execute("cogvideox_tiny_vae.safetensors", "fp32")[0],
+        "clip": CogVideoXT5Loader.execute("cogvideox_tiny_t5.safetensors", "auto")[0],
+        "t2v": CogVideoXModelLoader.execute("cogvideox_tiny_t2v.safetensors", "fp32"),
+        "vae": CogVideoXVAELoader.execute("cogvideox_tiny_vae.safetensors", "fp32")[0],
     }
 
 
@@ -133,7 +133,7 @@ def test_the_pack_sampler_previews_with_the_projection(pack, tiny, previews):
     positive = encode.execute(tiny["clip"], "a red square moving right")[0]
     negative = encode.execute(tiny["clip"], "")[0]
     latent = {"samples": torch.zeros(1, 16, 3, 8, 8)}
-    CogVideoXSampler().execute(tiny["t2v"][0], positive, negative, latent, 0, 10, 6.0, "euler", False, 1.0)
+    CogVideoXSampler.execute(tiny["t2v"][0], positive, negative, latent, 0, 10, 6.0, "euler", False, 1.0)
     images = [p[1] for p in previews if p is not None]
     assert len(images) == 10
     assert _image_colour(images[-1]) == "red"

@@ -39,14 +39,14 @@ def tiny(pack):
     from cogvideox_pack.nodes.text import CogVideoXTextEncode
 
     torch.set_num_threads(1)
-    clip = CogVideoXT5Loader().execute("cogvideox_tiny_t5.safetensors", "auto")[0]
+    clip = CogVideoXT5Loader.execute("cogvideox_tiny_t5.safetensors", "auto")[0]
     encode = CogVideoXTextEncode()
     prompts = [synthetic.caption_for(*case) for case in CASES]
     return {
         "prompts": prompts,
         "positive": [encode.execute(clip, p)[0] for p in prompts],
         "negative": encode.execute(clip, "")[0],
-        "vae": CogVideoXVAELoader().execute("cogvideox_tiny_vae.safetensors", "fp32")[0],
+        "vae": CogVideoXVAELoader.execute("cogvideox_tiny_vae.safetensors", "fp32")[0],
         "synthetic": synthetic,
     }
 
@@ -54,20 +54,20 @@ def tiny(pack):
 def _load(storage: str = "default"):
     from cogvideox_pack.nodes.loaders import CogVideoXModelLoader
 
-    return CogVideoXModelLoader().execute(MODEL, "fp32", weight_storage=storage)  # (model, variant, core_model)
+    return CogVideoXModelLoader.execute(MODEL, "fp32", weight_storage=storage)  # (model, variant, core_model)
 
 
 def _lora(model, strength: float):
     from cogvideox_pack.nodes.lora import CogVideoXLoRA
 
-    return CogVideoXLoRA().execute(model, LORA, strength, "auto")  # (model, core_model)
+    return CogVideoXLoRA.execute(model, LORA, strength, "auto")  # (model, core_model)
 
 
 def _pack_sample(model, positive, negative) -> torch.Tensor:
     from cogvideox_pack.nodes.sampling import CogVideoXSampler
 
     latent = {"samples": torch.zeros(1, 16, 3, 8, 8)}
-    return CogVideoXSampler().execute(model, positive, negative, latent, SEED, STEPS, CFG, "auto", False, 1.0)[0][
+    return CogVideoXSampler.execute(model, positive, negative, latent, SEED, STEPS, CFG, "auto", False, 1.0)[0][
         "samples"
     ]
 
@@ -84,7 +84,7 @@ def _core_sample(core_model, positive, negative, steps: int = 10) -> torch.Tenso
 def _decode(tiny, latent: torch.Tensor) -> torch.Tensor:
     from cogvideox_pack.nodes.vae import CogVideoXVAEDecode
 
-    images = CogVideoXVAEDecode().execute(tiny["vae"], {"samples": latent}, False, 256)[0]  # [F, H, W, 3] in 0..1
+    images = CogVideoXVAEDecode.execute(tiny["vae"], {"samples": latent}, "off", 256)[0]  # [F, H, W, 3] in 0..1
     return images.permute(3, 0, 1, 2) * 2 - 1  # [3, F, H, W]
 
 

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 from harness import reliability_models as rm
+from harness.host import combo_choices
 from harness.reliability import t2v_graph
 from harness.reliability_links import saved_videos
 
@@ -24,9 +25,9 @@ def test_sft_files_are_listed_and_load(comfy_host, comfy_client):
             shutil.copyfile(models / folder / name, models / folder / sft)
         names[folder] = sft
     info = comfy_client.object_info()
-    assert names["diffusion_models"] in info["CogVideoXModelLoader"]["input"]["required"]["model_name"][0]
-    assert names["vae"] in info["CogVideoXVAELoader"]["input"]["required"]["vae_name"][0]
-    assert names["text_encoders"] in info["CogVideoXT5Loader"]["input"]["required"]["t5_name"][0]
+    assert names["diffusion_models"] in combo_choices(info["CogVideoXModelLoader"]["input"]["required"]["model_name"])
+    assert names["vae"] in combo_choices(info["CogVideoXVAELoader"]["input"]["required"]["vae_name"])
+    assert names["text_encoders"] in combo_choices(info["CogVideoXT5Loader"]["input"]["required"]["t5_name"])
     api = t2v_graph(model=names["diffusion_models"], prefix="rel2/sft")
     api["7"]["inputs"]["vae_name"] = names["vae"]
     api["1"]["inputs"]["t5_name"] = names["text_encoders"]

@@ -84,11 +84,11 @@ def _tiny_model(dtype_name: str):
     from cogvideox_pack.nodes.loaders import CogVideoXModelLoader, CogVideoXT5Loader, CogVideoXVAELoader
     from cogvideox_pack.nodes.text import CogVideoXTextEncode
 
-    clip = CogVideoXT5Loader().execute("cogvideox_tiny_t5.safetensors", "auto")[0]
-    pos = CogVideoXTextEncode().execute(clip, PROMPT)[0]
-    neg = CogVideoXTextEncode().execute(clip, "")[0]
-    patcher = CogVideoXModelLoader().execute("cogvideox_tiny_t2v.safetensors", dtype_name)[2]
-    vae = CogVideoXVAELoader().execute("cogvideox_tiny_vae.safetensors", "fp32")[0]
+    clip = CogVideoXT5Loader.execute("cogvideox_tiny_t5.safetensors", "auto")[0]
+    pos = CogVideoXTextEncode.execute(clip, PROMPT)[0]
+    neg = CogVideoXTextEncode.execute(clip, "")[0]
+    patcher = CogVideoXModelLoader.execute("cogvideox_tiny_t2v.safetensors", dtype_name)[2]
+    vae = CogVideoXVAELoader.execute("cogvideox_tiny_vae.safetensors", "fp32")[0]
     return patcher, pos, neg, torch.zeros(1, 16, 3, 8, 8), vae
 
 
@@ -133,7 +133,7 @@ def child(args: argparse.Namespace) -> dict:
     if vae is not None:
         from cogvideox_pack.nodes.vae import CogVideoXVAEDecode
 
-        out = CogVideoXVAEDecode().execute(vae, {"samples": out}, False, 256)[0]  # [F, H, W, 3] in 0..1
+        out = CogVideoXVAEDecode.execute(vae, {"samples": out}, "off", 256)[0]  # [F, H, W, 3] in 0..1
     save_file({"out": out.float().cpu().contiguous()}, str(args.out))
     return result
 
