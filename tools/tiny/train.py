@@ -327,6 +327,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="i2v: loss weight of latent frame 0, the frame copied from the condition")
     p.add_argument("--i2v-heads", type=int, default=T2V_CONFIG.num_attention_heads,
                    help="i2v attention heads; with --resume, twice the written model's widens it (heads copied)")
+    p.add_argument("--control-swap", type=float, default=0.0,
+                   help="control: share of samples captioned with another direction than the control video moves")
     # The shipped LoRA: `train.py lora --threads 1 --high-t 0.5 --batch 8` with these defaults.
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--lora-steps", type=int, default=800)

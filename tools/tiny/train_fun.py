@@ -71,6 +71,10 @@ class InpaintSet:
     def __len__(self) -> int:
         return self.moments.shape[0]
 
+    def captions(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Caption indices ``[B]`` into ``prompts``: each clip's own."""
+        return self.caption_index[idx]
+
     def condition(self, idx: torch.Tensor, gen: torch.Generator, scale: float) -> torch.Tensor:
         """The Fun channels ``[B, 17, T, h, w]`` for a random mode per sample (40% start, 50% both, 10% none)."""
         from cogvideox.conditioning import fun_condition
@@ -94,7 +98,7 @@ def inpaint_loss(model, data, emb, empty, idx, table, scale, gen, high_t, end_we
     eps = torch.randn(x0.shape, generator=gen)
     xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
     target = a.sqrt() * eps - (1 - a).sqrt() * x0
-    context = emb[data.caption_index[idx]]
+    context = emb[data.captions(idx, gen)]  # [B, 226, D]
     drop = torch.rand(b, generator=gen) < DROP_TEXT
     context = torch.where(drop.view(b, 1, 1), empty.expand_as(context), context)
     xt = torch.cat([xt, data.condition(idx, gen, scale)], dim=1)  # [B, 33, T, h, w]
@@ -147,23 +151,41 @@ def _silhouette(video: torch.Tensor) -> torch.Tensor:
 
 
 class ControlSet:
-    """Pre-encoded clips and their control videos: the object's silhouette (white on black), encoded (mean, raw)."""
+    """Pre-encoded clips and their control videos: the object's silhouette (white on black), encoded (mean, raw).
 
-    def __init__(self, vae: CogVideoXVAE, count: int, gen: torch.Generator, batch: int = 32):
-        moments, controls, captions = [], [], []
+    ``swap``: the share of training samples whose caption names another direction than the clip
+    (and its control video) moves, so the model learns that the control video decides the motion
+    when the two disagree, as a control model should.
+    """
+
+    def __init__(self, vae: CogVideoXVAE, count: int, gen: torch.Generator, batch: int = 32, swap: float = 0.0):
+        moments, controls, kinds = [], [], []
         with torch.no_grad():
             for start in range(0, count, batch):
                 x, clips = synthetic.make_batch(gen, min(batch, count - start))  # [B, 3, F, H, W]
                 moments.append(torch.cat(vae.encode_moments(x), dim=1))
                 silhouette = torch.stack([_silhouette(v) for v in x]) * 2 - 1  # [B, 1, F, H, W]
                 controls.append(vae.encode_moments(silhouette.expand(-1, 3, -1, -1, -1).contiguous())[0])
-                captions += [c.caption for c in clips]
-        self.moments, self.controls = torch.cat(moments), torch.cat(controls)
-        self.prompts = sorted(set(captions))
-        self.caption_index = torch.tensor([self.prompts.index(c) for c in captions])
+                kinds += [(c.colour, c.shape, c.direction) for c in clips]
+        self.moments, self.controls, self.swap = torch.cat(moments), torch.cat(controls), swap
+        every = [(c, s, d) for c in synthetic.PALETTE for s in synthetic.SHAPES for d in synthetic.DIRECTIONS]
+        self.prompts = sorted(synthetic.caption_for(*k) for k in every)  # all 48, the swapped ones included
+        self.caption_index = torch.tensor([self.prompts.index(synthetic.caption_for(*k)) for k in kinds])  # [N]
+        self.other_index = torch.tensor([
+            [self.prompts.index(synthetic.caption_for(c, s, o)) for o in synthetic.DIRECTIONS if o != d]
+            for c, s, d in kinds
+        ])  # [N, 3]: the same colour and shape moving the other ways
 
     def __len__(self) -> int:
         return self.moments.shape[0]
+
+    def captions(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Caption indices ``[B]``: each clip's own, a share ``swap`` naming another direction."""
+        if self.swap <= 0:
+            return self.caption_index[idx]
+        swapped = torch.rand(idx.numel(), generator=gen) < self.swap
+        other = self.other_index[idx, torch.randint(0, 3, (idx.numel(),), generator=gen)]
+        return torch.where(swapped, other, self.caption_index[idx])
 
     def condition(self, idx: torch.Tensor, gen: torch.Generator, scale: float) -> torch.Tensor:
         from cogvideox.conditioning import fun_condition
@@ -196,7 +218,7 @@ def stage_control(args) -> None:
         log.info("wrote %s (0 steps: the tiny i2v, its image channels read as control)", PATHS.control)
         return
     t0 = time.time()
-    data = ControlSet(vae, args.clips, torch.Generator().manual_seed(args.seed + 8))
+    data = ControlSet(vae, args.clips, torch.Generator().manual_seed(args.seed + 8), swap=args.control_swap)
     log.info("control: encoded %d clips in %.0f s", len(data), time.time() - t0)
     emb, empty, table = _text_and_schedule(data)
     _fine_tune(model, args, data, emb, empty, table, scale, gen, save, "control", PATHS.control)
