@@ -64,8 +64,9 @@ def inp_report(model, variant, vae, encode_text, seed=0) -> tuple[float, list[st
     return good / len(clips), lines
 
 
-def control_report(model, variant, vae, encode_text, seed=0, blank=False) -> tuple[float, list[str]]:
-    """Share of the 16 control clips followed against a caption naming the opposite direction."""
+def control_report(model, variant, vae, encode_text, seed=0, blank=False) -> tuple[float, float, list[str]]:
+    """Shares of the 16 control clips followed against a caption naming the opposite direction:
+    (direction, colour and the track within 4 px; direction and colour alone), a line each."""
     clips = fun_clips()
     control = torch.stack([silhouette_video(c) for c in clips])  # [N, 3, F, H, W]
     if blank:
@@ -77,12 +78,12 @@ def control_report(model, variant, vae, encode_text, seed=0, blank=False) -> tup
         model, variant, torch.zeros(len(clips), *LATENT), encode_text(captions), encode_text([""]),
         steps=STEPS, cfg=CFG, seed=seed, concat_latent=latent,
     )  # fmt: skip
-    lines, good = [], 0
+    lines, good, follows = [], 0, 0
     for clip, caption, got in zip(clips, captions, _decode(vae, out), strict=True):
-        ok, what = judge_control(got, clip, clip.colour)
-        good += ok
+        ok, follow, what = judge_control(got, clip, clip.colour)
+        good, follows = good + ok, follows + follow
         lines.append(f"{'ok ' if ok else 'BAD'} {caption!r}, control {clip.direction}: {what}")
-    return good / len(clips), lines
+    return good / len(clips), follows / len(clips), lines
 
 
 # ------------------------------------------------------------------------------------ InP
@@ -103,8 +104,8 @@ def test_start_and_end_frames_are_kept(inp, inp_result):
     accuracy, lines = inp_result
     print("\n".join(lines))
     if accuracy < TARGET:
-        # Measured on the shipped file (400 fine-tuning steps, tiny/MODEL_CARD.md): 3/16 at seed 0, the
-        # start within 3 px on 14/16 but the end 2.6-6.5 px off (mean 4.2 px); colour 16/16.
+        # Measured on the shipped file (900 fine-tuning steps, tiny/MODEL_CARD.md): 4/16 at seed 0, the
+        # start within 3 px on 16/16 but the end 1.3-8.9 px off (mean 4.1 px); colour 15/16.
         pytest.xfail(f"tiny Fun InP: {accuracy:.0%} of 16 start/end pairs right (target {TARGET:.0%})")
 
 
@@ -137,18 +138,19 @@ def control_result(control):
 def test_the_object_follows_the_control_video_against_the_caption(control, control_result):
     model, variant, _, _ = control
     assert variant.fun == "control" and model.config.in_channels == 32
-    accuracy, lines = control_result
+    accuracy, follows, lines = control_result
+    print(f"control followed: {follows:.0%} (direction and colour), {accuracy:.0%} (and the track within 4 px)")
     print("\n".join(lines))
+    # Measured on the shipped file (tiny/MODEL_CARD.md): the control's direction against the
+    # caption's 12/16 (following the caption would score 0, chance 4/16); the track 6-21 px off.
+    assert follows >= 0.5, "\n".join(lines)
     if accuracy < TARGET:
-        # Measured on the shipped file (300 fine-tuning steps, tiny/MODEL_CARD.md): 0/16 at seed 0.
-        pytest.xfail(f"tiny Fun Control: {accuracy:.0%} of 16 control clips followed (target {TARGET:.0%})")
+        pytest.xfail(f"tiny Fun Control: {accuracy:.0%} of 16 tracks within 4 px (target {TARGET:.0%})")
 
 
 def test_the_control_check_fails_without_the_control_video(control, control_result):
-    right, _ = control_result
-    if right < TARGET:
-        pytest.skip(f"the model already fails the check ({right:.0%}); a blank control proves nothing")
-    blank, lines = control_report(*control, blank=True)
+    _, right, _ = control_result
+    _, blank, lines = control_report(*control, blank=True)
     print("\n".join(lines))
     assert blank < 0.5 <= right, (right, blank)
 
@@ -170,7 +172,7 @@ def _v_error(model, control_latents, latents, context, scale, table, seed=1) -> 
 def test_the_control_model_reads_the_control_video(control):
     """The denoiser's own objective: at high noise (where the layout is decided), each clip's own
     silhouette latent must predict it far better than another clip's. Measured on the shipped file:
-    0.026 with the right control against 0.215 with the controls rolled by 5 clips (the untrained
+    0.021 with the right control against 0.235 with the controls rolled by 5 clips (the untrained
     stand-in: 0.280 / 0.292, no use of the control: this check fails on it)."""
     from cogvideox.schedules import alphas_cumprod
 

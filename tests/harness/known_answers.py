@@ -113,12 +113,13 @@ def silhouette_video(clip: synthetic.Clip) -> torch.Tensor:
     return (mask * 2 - 1)[None].expand(3, -1, -1, -1).contiguous()
 
 
-def judge_control(video: torch.Tensor, clip: synthetic.Clip, colour: str) -> tuple[bool, str]:
-    """``video`` follows the control clip: moves ``clip``'s way, every frame's centroid within 4 px of
-    the control's, in the caption's ``colour``."""
+def judge_control(video: torch.Tensor, clip: synthetic.Clip, colour: str) -> tuple[bool, bool, str]:
+    """``video`` follows the control clip: (moves ``clip``'s way in the caption's ``colour`` and every
+    frame's centroid within ``MAX_CONTROL_SHIFT`` of the control's; the direction and colour alone; what)."""
     got = synthetic.centroids(video)  # [F, 2]
     want = synthetic.centroids(clip.video)
     off = (got - want).norm(dim=1).nan_to_num(float("inf"))
     seen = (synthetic.video_colour(video), synthetic.motion_direction(video))
-    ok = seen == (colour, clip.direction) and float(off.max()) <= MAX_CONTROL_SHIFT
-    return ok, f"colour {seen[0]}, moves {seen[1]} (control {clip.direction}), track off <= {float(off.max()):.1f} px"
+    follows, worst = seen == (colour, clip.direction), float(off.max())
+    what = f"colour {seen[0]}, moves {seen[1]} (control {clip.direction}), track off <= {worst:.1f} px"
+    return follows and worst <= MAX_CONTROL_SHIFT, follows, what
