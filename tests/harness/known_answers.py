@@ -78,3 +78,48 @@ def run_video(client, api: dict) -> torch.Tensor:
     tmp.write_bytes(client.view(videos[0]["filename"], videos[0]["subfolder"], videos[0]["type"]))
     frames, _ = read_video(str(tmp))  # [F, H, W, 3] in 0..1
     return frames.permute(3, 0, 1, 2) * 2 - 1
+
+
+# ------------------------------------------------------------------------------ CogVideoX-Fun
+MAX_END_SHIFT = 3.0  # px: the generated first / last frame's object centroid vs the given frame's
+FUN_CASES = T2V_CASES  # every colour x direction, the shapes taking turns
+FUN_CLIP_SEED = 2026  # the clips whose first and last frames are the start / end images
+MAX_CONTROL_SHIFT = 4.0  # px, every frame's centroid vs the control video's
+
+
+def fun_clips() -> list[synthetic.Clip]:
+    """16 synthetic clips (``FUN_CASES``): their end frames condition InP, their silhouettes Control."""
+    gen = torch.Generator().manual_seed(FUN_CLIP_SEED)
+    return [synthetic.make_clip(gen, colour=c, shape=s, direction=d) for c, s, d in FUN_CASES]
+
+
+def judge_inp(video: torch.Tensor, clip: synthetic.Clip) -> tuple[bool, str]:
+    """``video [3, F, H, W]`` starts and ends where ``clip`` does (centroids within ``MAX_END_SHIFT``), its colour."""
+    ends = synthetic.centroids(video[:, [0, -1]])  # [2, 2]
+    want = synthetic.centroids(clip.video[:, [0, -1]])
+    shifts = (ends - want).norm(dim=1).nan_to_num(float("inf")).tolist()
+    colour = synthetic.video_colour(video)
+    ok = max(shifts) <= MAX_END_SHIFT and colour == clip.colour
+    return ok, f"ends off by {shifts[0]:.1f} / {shifts[1]:.1f} px, colour {colour}"
+
+
+def opposite(direction: str) -> str:
+    return {"left": "right", "right": "left", "up": "down", "down": "up"}[direction]
+
+
+def silhouette_video(clip: synthetic.Clip) -> torch.Tensor:
+    """The control video of ``clip``: its object's pixels white on black, ``[3, F, H, W]`` in [-1, 1]."""
+    mask = torch.stack([synthetic.object_mask(clip.video[:, f]) for f in range(clip.video.shape[1])]).float()
+    return (mask * 2 - 1)[None].expand(3, -1, -1, -1).contiguous()
+
+
+def judge_control(video: torch.Tensor, clip: synthetic.Clip, colour: str) -> tuple[bool, bool, str]:
+    """``video`` follows the control clip: (moves ``clip``'s way in the caption's ``colour`` and every
+    frame's centroid within ``MAX_CONTROL_SHIFT`` of the control's; the direction and colour alone; what)."""
+    got = synthetic.centroids(video)  # [F, 2]
+    want = synthetic.centroids(clip.video)
+    off = (got - want).norm(dim=1).nan_to_num(float("inf"))
+    seen = (synthetic.video_colour(video), synthetic.motion_direction(video))
+    follows, worst = seen == (colour, clip.direction), float(off.max())
+    what = f"colour {seen[0]}, moves {seen[1]} (control {clip.direction}), track off <= {worst:.1f} px"
+    return follows and worst <= MAX_CONTROL_SHIFT, follows, what
