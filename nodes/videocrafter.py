@@ -19,7 +19,7 @@ from ..videocrafter.sampling import guided_predictor, sample_ddim
 from ..videocrafter.schedule import make_ddim_schedule
 from ..videocrafter.unet import VideoCrafterUNet
 from . import videocrafter_loading as loading
-from .common import CATEGORY, CogVideoXNodeError
+from .common import CATEGORY, CheckedInputs, CogVideoXNodeError
 from .videocrafter_model import VideoCrafterBaseModel
 
 VC_CATEGORY = f"{CATEGORY}/VideoCrafter"
@@ -175,7 +175,7 @@ def _append_tokens(node: str, conditioning, tokens: torch.Tensor):
     return out
 
 
-class VideoCrafterFPS:
+class VideoCrafterFPS(CheckedInputs):
     DISPLAY_NAME = "VideoCrafter FPS"
     DESCRIPTION = (
         "Sets the frame rate the fps-conditioned models (T2V 1024, I2V 512, VideoCrafter2) are told: lower "
@@ -196,11 +196,16 @@ class VideoCrafterFPS:
             }
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, fps):
+        return cls.validation_answer(fps=fps)
+
     def execute(self, conditioning, fps):
+        self.check_inputs(fps=fps)
         return ([[c, {**extra, "fps": int(fps)}] for c, extra in conditioning],)
 
 
-class VideoCrafterEmptyLatent:
+class VideoCrafterEmptyLatent(CheckedInputs):
     DISPLAY_NAME = "VideoCrafter Empty Latent"
     DESCRIPTION = "An empty VideoCrafter latent: SD latents with the frames as the batch, [frames, 4, H/8, W/8]."
     CATEGORY = VC_CATEGORY
@@ -219,13 +224,18 @@ class VideoCrafterEmptyLatent:
             }
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, width, height, frames):
+        return cls.validation_answer(width=width, height=height, frames=frames)
+
     def execute(self, width, height, frames):
+        self.check_inputs(width=width, height=height, frames=frames)
         if width % 8 or height % 8:
             raise CogVideoXNodeError(self.DISPLAY_NAME, f"{width}x{height}: width and height must be multiples of 8")
         return ({"samples": torch.zeros(frames, LATENT_CHANNELS, height // 8, width // 8)},)
 
 
-class VideoCrafterSampler:
+class VideoCrafterSampler(CheckedInputs):
     DISPLAY_NAME = "VideoCrafter Sampler"
     DESCRIPTION = (
         "The reference sampler of VideoCrafter: DDIM over uniform steps with eta (1.0 in the reference scripts), "
@@ -271,8 +281,13 @@ class VideoCrafterSampler:
             }
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, seed, steps, cfg, eta):
+        return cls.validation_answer(seed=seed, steps=steps, cfg=cfg, eta=eta)
+
     def execute(self, model, positive, negative, latent, seed, steps, cfg, eta):
         node = self.DISPLAY_NAME
+        self.check_inputs(seed=seed, steps=steps, cfg=cfg, eta=eta)
         base = videocrafter_model(node, model)
         frames = video_latent(node, latent)
         cond, extra = positive[0]
