@@ -344,10 +344,10 @@ def train_unet(args, out: Path, loading, image: bool) -> None:
             for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
                 pe.lerp_(pm, 1 - decay)
         avg = 0.98 * avg + 0.02 * float(loss) if step else float(loss)
-        if step % 100 == 0 or step == steps - 1:
+        if step % 20 == 0 or step == steps - 1:
             log.info("%s step %d loss %.4f avg %.4f lr %.2e (%.2fs/step)", tag, step, float(loss), avg, lr,
                      (time.time() - start) / (step + 1))
-        if (step + 1) % 500 == 0 or step == steps - 1:
+        if (step + 1) % 100 == 0 or step == steps - 1:
             torch.save(ema.state_dict(), out / f"{tag}.pt")
             export(out, image)
     log.info("%s done: %d steps, avg loss %.4f, %.0f s", tag, steps, avg, time.time() - start)
