@@ -95,7 +95,12 @@ class VideoCrafterCheckpointLoader:
                 "tools/convert_videocrafter.py",
             )
         sd, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
-        patcher = loading.load_model(node, sd, resampler=loading.resampler_from_metadata(metadata))
+        patcher = loading.load_model(
+            node,
+            sd,
+            resampler=loading.resampler_from_metadata(metadata),
+            unet_overrides=loading.unet_overrides_from_metadata(metadata),
+        )
         embeddings = folder_paths.get_folder_paths("embeddings")
         model = patcher.model
         return (

@@ -36,6 +36,7 @@ TEXT_PREFIX = "cond_stage_model.model."
 VISION_PREFIX = "embedder.model.visual."
 RESAMPLER_PREFIX = "image_proj_model."
 RESAMPLER_METADATA = "videocrafter.resampler"  # optional JSON ResamplerConfig in the safetensors header
+UNET_METADATA = "videocrafter.unet"  # optional JSON of UNetConfig fields the weights cannot show (num_groups)
 
 
 def _strip(sd: dict, prefix: str) -> dict:
@@ -91,14 +92,30 @@ def resampler_from_metadata(metadata: dict | None) -> ResamplerConfig | None:
     return ResamplerConfig.from_dict(json.loads(text)) if text else None
 
 
+def unet_overrides_from_metadata(metadata: dict | None) -> dict:
+    """U-Net config fields written in the file's metadata (the tiny model's ``num_groups``)."""
+    text = (metadata or {}).get(UNET_METADATA)
+    overrides = json.loads(text) if text else {}
+    unknown = set(overrides) - {"num_groups"}
+    if unknown:
+        raise ValueError(f"unknown {UNET_METADATA} fields {sorted(unknown)}")
+    return overrides
+
+
 def load_model(
-    node: str, sd: dict, dtype: torch.dtype | None = None, resampler: ResamplerConfig | None = None
+    node: str,
+    sd: dict,
+    dtype: torch.dtype | None = None,
+    resampler: ResamplerConfig | None = None,
+    unet_overrides: dict | None = None,
 ) -> comfy.model_patcher.ModelPatcher:
-    """The U-Net (and the I2V resampler) as a core MODEL; ``resampler`` overrides the shape-read config."""
+    """The U-Net (and the I2V resampler) as a core MODEL; ``resampler`` overrides the shape-read config,
+    ``unet_overrides`` the U-Net fields weights cannot show (``unet_overrides_from_metadata``)."""
     check_videocrafter(node, sd)
     unet_sd = _strip(sd, UNET_PREFIX)
     variant = detect_variant(unet_sd)
     unet_config = unet_config_from_weights({k: tuple(v.shape) for k, v in unet_sd.items()}, variant.unet)
+    unet_config = unet_config.replace(**(unet_overrides or {}))
     load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
     supported = VideoCrafterModelConfig.supported_inference_dtypes
     if dtype is None:

@@ -28,7 +28,8 @@ I2V = "videocrafter_tiny_i2v.safetensors"
 def _settings(stem: str) -> dict:
     api = json.loads((ROOT / "workflows" / "api" / f"{stem}.json").read_text())
     by_type = {node["class_type"]: node["inputs"] for node in api.values()}
-    latent, sampler, fps = by_type["VideoCrafterEmptyLatent"], by_type["VideoCrafterSampler"], by_type["VideoCrafterFPS"]
+    latent, sampler = by_type["VideoCrafterEmptyLatent"], by_type["VideoCrafterSampler"]
+    fps = by_type["VideoCrafterFPS"]
     return dict(width=latent["width"], height=latent["height"], frames=latent["frames"], steps=sampler["steps"],
                 cfg=sampler["cfg"], eta=sampler["eta"], seed=sampler["seed"], fps=fps["fps"])  # fmt: skip
 
@@ -36,8 +37,9 @@ def _settings(stem: str) -> dict:
 @pytest.fixture(scope="module")
 def run():
     load_pack()
-    import nodes as core
     from cogvideox_pack.nodes import videocrafter as vc
+
+    import nodes as core
 
     loaded = {}
 

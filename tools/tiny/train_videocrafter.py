@@ -69,6 +69,10 @@ VAE_DDCONFIG = {
 }  # fmt: skip
 RESAMPLER = ResamplerConfig(dim=32, depth=2, dim_head=32, heads=1, num_queries=16, embedding_dim=32,
                             output_dim=16, ff_mult=2)  # fmt: skip
+# 4 groups (8 channels each) in the norms: with 32 groups of 32 channels each norm is per channel and removes the
+# per-channel timestep / fps embedding the ResBlocks add (the first run trained without any time or
+# fps signal); the loader reads this from the file's metadata ("videocrafter.unet").
+UNET_GROUPS = 4
 T2V_VARIANT, I2V_VARIANT = VARIANTS["t2v-512-v2.0"], VARIANTS["i2v-512-v1.0"]
 
 
@@ -76,7 +80,7 @@ def unet_config(image: bool):
     base = (I2V_VARIANT if image else T2V_VARIANT).unet
     return base.replace(
         model_channels=32, channel_mult=(1,), num_res_blocks=1, attention_resolutions=(1,),
-        num_head_channels=16, context_dim=TEXT["width"], temporal_length=FRAMES,
+        num_head_channels=16, context_dim=TEXT["width"], temporal_length=FRAMES, num_groups=UNET_GROUPS,
     )  # fmt: skip
 
 
@@ -375,6 +379,7 @@ def export(out: Path, image: bool) -> Path:
     sd = {k: (v.half() if v.is_floating_point() and k.startswith(halved) else v).contiguous() for k, v in sd.items()}
     metadata = {"videocrafter.tiny": json.dumps({"frames": FRAMES, "width": 64, "height": 64,
                                                  "fps": {str(FPS_BASE // s): s for s in STRIDES}})}  # fmt: skip
+    metadata["videocrafter.unet"] = json.dumps({"num_groups": UNET_GROUPS})
     if image:
         metadata["videocrafter.resampler"] = json.dumps(RESAMPLER.__dict__)
     path = TINY_DIR / (I2V_FILE.name if image else T2V_FILE.name)
