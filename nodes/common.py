@@ -31,7 +31,7 @@ DIFFUSERS_ROOTS = ("diffusers", COGVIDEO_FOLDER)
 # The tiny model shipped in the repo (tiny/<folder>/) shows up in the loaders' lists, so the
 # shipped workflows run right after installing the pack, with no download.
 TINY_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tiny")
-for _folder in ("diffusion_models", "vae", "text_encoders", "loras"):
+for _folder in ("diffusion_models", "vae", "text_encoders", "loras", "checkpoints"):
     if os.path.isdir(os.path.join(TINY_DIR, _folder)):
         folder_paths.add_model_folder_path(_folder, os.path.join(TINY_DIR, _folder), is_default=False)
 

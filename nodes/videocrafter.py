@@ -114,7 +114,12 @@ class VideoCrafterCheckpointLoader(CheckedInputs):
                 "tools/convert_videocrafter.py",
             )
         sd, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
-        patcher = loading.load_model(node, sd, resampler=loading.resampler_from_metadata(metadata))
+        patcher = loading.load_model(
+            node,
+            sd,
+            resampler=loading.resampler_from_metadata(metadata),
+            unet_overrides=loading.unet_overrides_from_metadata(metadata),
+        )
         embeddings = folder_paths.get_folder_paths("embeddings")
         model = patcher.model
         return io.NodeOutput(
@@ -215,7 +220,12 @@ class VideoCrafterFPS(CheckedInputs):
         )
 
     @classmethod
+    def validate_inputs(cls, fps):
+        return cls.validation_answer(fps=fps)
+
+    @classmethod
     def execute(cls, conditioning, fps) -> io.NodeOutput:
+        cls.check_inputs(fps=fps)
         return io.NodeOutput([[c, {**extra, "fps": int(fps)}] for c, extra in conditioning])
 
 
@@ -244,7 +254,12 @@ class VideoCrafterEmptyLatent(CheckedInputs):
         )
 
     @classmethod
+    def validate_inputs(cls, width, height, frames):
+        return cls.validation_answer(width=width, height=height, frames=frames)
+
+    @classmethod
     def execute(cls, width, height, frames) -> io.NodeOutput:
+        cls.check_inputs(width=width, height=height, frames=frames)
         if width % 8 or height % 8:
             raise CogVideoXNodeError(cls.DISPLAY_NAME, f"{width}x{height}: width and height must be multiples of 8")
         return io.NodeOutput({"samples": torch.zeros(frames, LATENT_CHANNELS, height // 8, width // 8)})
@@ -291,8 +306,13 @@ class VideoCrafterSampler(CheckedInputs):
         )
 
     @classmethod
+    def validate_inputs(cls, seed, steps, cfg, eta):
+        return cls.validation_answer(seed=seed, steps=steps, cfg=cfg, eta=eta)
+
+    @classmethod
     def execute(cls, model, positive, negative, latent, seed, steps, cfg, eta) -> io.NodeOutput:
         node = cls.DISPLAY_NAME
+        cls.check_inputs(seed=seed, steps=steps, cfg=cfg, eta=eta)
         base = videocrafter_model(node, model)
         frames = video_latent(node, latent)
         cond, extra = positive[0]

@@ -117,6 +117,13 @@ class VideoCrafterBaseModel(comfy.model_base.BaseModel):
             self._check_context(cross_attn, "KSampler (VideoCrafter model)")
             out["c_crossattn"] = comfy.conds.CONDCrossAttn(cross_attn)
         noise = kwargs.get("noise")
+        if noise.ndim != 4 or noise.shape[1] != self.diffusion_model.config.in_channels:
+            raise CogVideoXNodeError(
+                "KSampler (VideoCrafter model)",
+                f"the latent has shape {tuple(noise.shape)}; VideoCrafter samples SD latents with the frames as the "
+                "batch [frames, 4, height/8, width/8]: make one with VideoCrafter Empty Latent (a [batch, 16, "
+                "frames, height/8, width/8] latent is CogVideoX's)",
+            )
         out["num_video_frames"] = comfy.conds.CONDConstant(noise.shape[0])
         out["fps"] = comfy.conds.CONDConstant(int(kwargs.get("fps", self.variant.fps)))
         return out

@@ -35,9 +35,10 @@ log = logging.getLogger("make_help_pages")
 DOCS = ROOT / "web" / "docs"
 IMAGES = DOCS / "images"
 PACK_PREFIXES = ("CogVideoX", "VideoCrafter")
-# The template that shows a node at work; CogVideoX nodes not listed use text_to_video; the
-# VideoCrafter nodes have no shipped template yet (no tiny VideoCrafter model), so no pictures.
+# The template that shows a node at work; CogVideoX nodes not listed use text_to_video,
+# VideoCrafter nodes not listed videocrafter_text_to_video.
 TEMPLATE_OF = {
+    "VideoCrafterImageConditioning": "videocrafter_image_to_video",
     "CogVideoXImageToVideo": "image_to_video",
     "CogVideoXVideoToVideo": "video_to_video",
     "CogVideoXVAEEncode": "vae_roundtrip",
@@ -53,13 +54,14 @@ TEMPLATE_TITLES = {
     "text_to_video_lora": "text to video with a LoRA",
     "first_last_frame": "first and last frame",
     "control_video": "control video",
+    "videocrafter_text_to_video": "VideoCrafter text to video",
+    "videocrafter_image_to_video": "VideoCrafter image to video",
 }
 
 
 def template_of(node_id: str) -> str | None:
-    if node_id.startswith("VideoCrafter"):
-        return None
-    return TEMPLATE_OF.get(node_id, "text_to_video")
+    default = "videocrafter_text_to_video" if node_id.startswith("VideoCrafter") else "text_to_video"
+    return TEMPLATE_OF.get(node_id, default)
 
 
 def _cell(text: str) -> str:

@@ -48,6 +48,8 @@ VAE = "cogvideox_tiny_vae.safetensors"
 FUN_INP = "cogvideox_tiny_fun_inp.safetensors"
 FUN_CONTROL = "cogvideox_tiny_fun_control.safetensors"
 LORA = "cogvideox_tiny_blue_lora.safetensors"
+VC_T2V = "videocrafter_tiny_t2v.safetensors"
+VC_I2V = "videocrafter_tiny_i2v.safetensors"
 SIZE = dict(width=64, height=64)
 SAMPLING = dict(seed=42, steps=25, cfg=6.0, scheduler="auto", dynamic_cfg=False)
 KSAMPLING = dict(seed=42, steps=25, cfg=6.0, sampler_name="euler", scheduler="simple", denoise=1.0)
@@ -56,7 +58,8 @@ KSAMPLING = dict(seed=42, steps=25, cfg=6.0, sampler_name="euler", scheduler="si
 MODEL_URL = "https://github.com/cogvideox-nodes/cogvideox-nodes/raw/main/tiny"
 # Where each model file goes in ComfyUI's models/ folder (for properties.models and the README).
 MODEL_FOLDERS = {T5: "text_encoders", T2V: "diffusion_models", I2V: "diffusion_models", VAE: "vae",
-                 FUN_INP: "diffusion_models", FUN_CONTROL: "diffusion_models", LORA: "loras"}
+                 FUN_INP: "diffusion_models", FUN_CONTROL: "diffusion_models", LORA: "loras",
+                 VC_T2V: "checkpoints", VC_I2V: "checkpoints"}
 
 
 def _rgb(colour: tuple[float, float, float]) -> int:
@@ -272,6 +275,44 @@ WORKFLOWS.update({
         ),
         **_decode_save(["8", 0], "control_video"),
     },
+})
+
+# VideoCrafter (docs/videocrafter.md) on its tiny model: core types throughout (MODEL, CLIP, VAE,
+# CLIP_VISION; core CLIP Text Encode and VAE Decode), the reference's DDIM (eta 1) in VideoCrafter
+# Sampler; 8 frames at 64x64, fps 8 (the tiny model's fastest trained motion).
+VC_SAMPLING = dict(seed=42, steps=25, cfg=7.0, eta=1.0)
+
+
+def _videocrafter(ckpt: str, prompt: str, prefix: str, image: dict | None = None) -> dict:
+    graph = {
+        "4": _n("VideoCrafterCheckpointLoader", ckpt_name=ckpt),
+        "2": _n("CLIPTextEncode", "Positive prompt", clip=["4", 1], text=prompt),
+        "3": _n("CLIPTextEncode", "Negative prompt", clip=["4", 1], text=""),
+        "5": _n("VideoCrafterEmptyLatent", **SIZE, frames=8),
+    }
+    positive, negative = ["2", 0], ["3", 0]
+    if image is not None:
+        graph.update(image)
+        graph["13"] = _n(
+            "VideoCrafterImageConditioning", positive=positive, negative=negative, model=["4", 0],
+            clip_vision=["4", 3], image=["12", 0],
+        )
+        positive, negative = ["13", 0], ["13", 1]
+    graph["6"] = _n("VideoCrafterFPS", conditioning=positive, fps=8)
+    graph["8"] = _n("VideoCrafterSampler", model=["4", 0], positive=["6", 0], negative=negative, latent=["5", 0],
+                    **VC_SAMPLING)
+    graph["9"] = _n("VAEDecode", samples=["8", 0], vae=["4", 2])
+    graph["10"] = _n("CogVideoXSaveVideo", images=["9", 0], fps=8.0, filename_prefix=f"VideoCrafter/{prefix}",
+                     format="mp4 (h264)", crf=19)
+    return graph
+
+
+WORKFLOWS.update({
+    "videocrafter_text_to_video": _videocrafter(VC_T2V, "a red square moving right", "text_to_video"),
+    # the first frame: a blue square near the top (centre (22, 18)), as in the training clips
+    "videocrafter_image_to_video": _videocrafter(
+        VC_I2V, "a blue square moving down", "image_to_video", image=_square_on_grey("blue", x=14, y=10)
+    ),
 })
 
 LAYOUT_JS = """

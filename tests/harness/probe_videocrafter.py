@@ -151,7 +151,7 @@ def main(pack_dir: str) -> int:
     # (c) the pack's own sampler node: shape, raw VAE space, fps from the conditioning
     patcher, _ = patchers["t2v-1024-v1.0"]
     t = load_file(os.path.join(fixtures, "t2v-1024-v1.0.safetensors"))
-    latent = nodes.VideoCrafterEmptyLatent.execute(48, 32, 6)[0]
+    latent = {"samples": torch.zeros(6, 4, 4, 6)}  # VideoCrafter Empty Latent's layout, below its 64 px minimum
     positive = nodes.VideoCrafterFPS.execute([[t["text"][:1], {}]], 8)[0]
     negative = [[t["uncond_text"][:1], {}]]
     sampled = nodes.VideoCrafterSampler.execute(patcher, positive, negative, latent, 3, 4, 7.5, 1.0)[0]["samples"]

@@ -58,9 +58,11 @@ GRAPHS: dict[str, tuple[Callable[[], dict[str, Any]], str]] = {
     "CogVideoXLoRA": (_shipped("text_to_video_lora"), "6"),
     "CogVideoXFunInpaintConditioning": (_shipped("first_last_frame"), "5"),
     "CogVideoXFunControlConditioning": (_shipped("control_video"), "5"),
+    "VideoCrafterFPS": (_shipped("videocrafter_text_to_video"), "6"),
+    "VideoCrafterEmptyLatent": (_shipped("videocrafter_text_to_video"), "5"),
+    "VideoCrafterSampler": (_shipped("videocrafter_text_to_video"), "8"),
 }
-# No shipped VideoCrafter model to run a graph on yet (issue "VideoCrafter1"): not covered here.
-NOT_RUNNABLE = {"VideoCrafterFPS", "VideoCrafterEmptyLatent", "VideoCrafterSampler"}
+NOT_RUNNABLE: set[str] = set()
 # Values beyond the widget limits and the graph's own value, per (node, input).
 EXTRA: dict[tuple[str, str], list[Any]] = {
     ("CogVideoXEmptyLatent", "width"): [70],

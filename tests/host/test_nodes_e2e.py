@@ -60,6 +60,9 @@ def test_workflow_writes_the_expected_video_with_the_workflow_embedded(comfy_cli
     elif "CogVideoXImageToVideo" in {n["class_type"] for n in api.values()}:
         size = _node_inputs(api, "CogVideoXImageToVideo")
         expected = (size["frames"], size["height"], size["width"])
+    elif "VideoCrafterEmptyLatent" in {n["class_type"] for n in api.values()}:
+        size = _node_inputs(api, "VideoCrafterEmptyLatent")
+        expected = (size["frames"], size["height"], size["width"])
     elif fun := {"CogVideoXFunInpaintConditioning", "CogVideoXFunControlConditioning"} & {
         n["class_type"] for n in api.values()
     }:
