@@ -48,24 +48,16 @@ def parse_caption(caption: str) -> tuple[str, str, str]:
 
 def generated_frames(api: dict) -> torch.Tensor:
     """Run ``api`` in a fresh headless ComfyUI; the MP4's frames ``[3, F, H, W]`` in [-1, 1]."""
-    from harness.host import ComfyHost, output_files
-
-    from cogvideox.video_io import read_video
+    from harness.host import ComfyHost
+    from harness.known_answers import run_video
 
     with tempfile.TemporaryDirectory(prefix="cogvideox-strip-") as base:
         host = ComfyHost(base_dir=Path(base), pack_dir=ROOT)
         host.start()
         try:
-            client = host.client()
-            entry = client.run(api, timeout=900)
-            video = next(f for f in output_files(entry) if f["filename"].endswith(".mp4"))
-            with tempfile.NamedTemporaryFile(suffix=".mp4") as tmp:
-                tmp.write(client.view(video["filename"], video["subfolder"], video["type"]))
-                tmp.flush()
-                frames, _ = read_video(tmp.name)  # [F, H, W, 3] in 0..1
+            return run_video(host.client(), api)
         finally:
             host.stop()
-    return frames.permute(3, 0, 1, 2) * 2 - 1  # [3, F, H, W]
 
 
 def strip(rows: list[torch.Tensor], scale: int = 3) -> torch.Tensor:

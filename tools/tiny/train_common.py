@@ -258,6 +258,26 @@ def _draw(moments: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen)
 
 
+def noised(x0: torch.Tensor, table: torch.Tensor, gen: torch.Generator, high_t: float = 0.0):
+    """Timesteps, noisy latents and v-prediction targets for clean latents ``x0 [B, C, T, h, w]``:
+    t uniform over the schedule, ``high_t`` of the batch at t >= HIGH_T_MIN (where the caption
+    decides the layout). Returns ``(t [B], xt, target)``."""
+    b = x0.shape[0]
+    t = torch.randint(0, table.numel(), (b,), generator=gen)
+    if high_t > 0:
+        high = torch.rand(b, generator=gen) < high_t
+        t = torch.where(high, torch.randint(HIGH_T_MIN, table.numel(), (b,), generator=gen), t)
+    a = table[t].float().view(b, 1, 1, 1, 1)
+    eps = torch.randn(x0.shape, generator=gen)
+    return t, a.sqrt() * x0 + (1 - a).sqrt() * eps, a.sqrt() * eps - (1 - a).sqrt() * x0
+
+
+def drop_text(context: torch.Tensor, empty: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """``context [B, 226, D]`` with DROP_TEXT of the samples replaced by the empty prompt (for CFG)."""
+    drop = torch.rand(context.shape[0], generator=gen) < DROP_TEXT
+    return torch.where(drop.view(-1, 1, 1), empty.expand_as(context), context)
+
+
 def diffusion_loss(model, latent_set, emb, empty, idx, table, scale, gen, i2v=False, high_t=0.0, first_weight=1.0):
     """v-prediction MSE on the CogVideoX schedule; ``i2v``: the image latent concatenated on channels.
 
@@ -265,17 +285,8 @@ def diffusion_loss(model, latent_set, emb, empty, idx, table, scale, gen, i2v=Fa
     """
     b = idx.numel()
     x0 = _draw(latent_set.moments[idx], gen) * scale  # [B, 16, T, h, w]
-    t = torch.randint(0, table.numel(), (b,), generator=gen)
-    if high_t > 0:  # a share of the batch at high noise, where the caption decides the layout
-        high = torch.rand(b, generator=gen) < high_t
-        t = torch.where(high, torch.randint(HIGH_T_MIN, table.numel(), (b,), generator=gen), t)
-    a = table[t].float().view(b, 1, 1, 1, 1)
-    eps = torch.randn(x0.shape, generator=gen)
-    xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-    target = a.sqrt() * eps - (1 - a).sqrt() * x0
-    context = emb[latent_set.caption_index[idx]]  # [B, 226, D]
-    drop = torch.rand(b, generator=gen) < DROP_TEXT
-    context = torch.where(drop.view(b, 1, 1), empty.expand_as(context), context)
+    t, xt, target = noised(x0, table, gen, high_t)
+    context = drop_text(emb[latent_set.caption_index[idx]], empty, gen)  # [B, 226, D]
     if i2v:
         img = _draw(latent_set.image_condition(idx, gen), gen) * scale  # [B, 16, 1, h, w]
         pad = img.new_zeros(b, img.shape[1], x0.shape[2] - 1, *img.shape[3:])

@@ -9,13 +9,13 @@ import time
 
 import torch
 from train_common import (
-    DROP_TEXT,
-    HIGH_T_MIN,
     PATHS,
     _draw,
     _text_and_schedule,
+    drop_text,
     ema_update,
     lr_at,
+    noised,
     set_seed,
     trainable_positions,
     variant_metadata,
@@ -88,19 +88,9 @@ class InpaintSet:
 
 def inpaint_loss(model, data, emb, empty, idx, table, scale, gen, high_t, end_weight):
     """v-prediction MSE with the Fun InP channels; latent frames 0 and T-1 weighted ``end_weight``."""
-    b = idx.numel()
     x0 = _draw(data.moments[idx], gen) * scale  # [B, 16, T, h, w]
-    t = torch.randint(0, table.numel(), (b,), generator=gen)
-    if high_t > 0:
-        high = torch.rand(b, generator=gen) < high_t
-        t = torch.where(high, torch.randint(HIGH_T_MIN, table.numel(), (b,), generator=gen), t)
-    a = table[t].float().view(b, 1, 1, 1, 1)
-    eps = torch.randn(x0.shape, generator=gen)
-    xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-    target = a.sqrt() * eps - (1 - a).sqrt() * x0
-    context = emb[data.captions(idx, gen)]  # [B, 226, D]
-    drop = torch.rand(b, generator=gen) < DROP_TEXT
-    context = torch.where(drop.view(b, 1, 1), empty.expand_as(context), context)
+    t, xt, target = noised(x0, table, gen, high_t)
+    context = drop_text(emb[data.captions(idx, gen)], empty, gen)  # [B, 226, D]
     xt = torch.cat([xt, data.condition(idx, gen, scale)], dim=1)  # [B, 33, T, h, w]
     v = model(xt, t, context)
     weight = torch.ones(1, 1, x0.shape[2], 1, 1)
