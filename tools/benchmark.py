@@ -187,36 +187,6 @@ def bench_transformer(quick: bool, repeats: int) -> list[Row]:
     return [Row(what, "time", t_ours, t_ref, "s", "<= 0.9x")]
 
 
-def bench_lora(quick: bool, repeats: int, rank: int = 64) -> list[Row]:
-    """Step time with a LoRA patched into the weights at load against the same model without one."""
-    from cogvideox import lora
-
-    cfg, (t, h, w) = transformer_config(quick)
-    base = randomize(CogVideoXTransformer(cfg).eval(), seed=0)
-    patched = randomize(CogVideoXTransformer(cfg).eval(), seed=0)
-    gen = torch.Generator().manual_seed(2)
-    factors = {}
-    for name, (o, i) in lora.linear_targets(patched).items():
-        factors[f"transformer.{name}.lora_A.weight"] = torch.randn(rank, i, generator=gen) * 0.01
-        factors[f"transformer.{name}.lora_B.weight"] = torch.randn(o, rank, generator=gen) * 0.01
-    parsed = lora.parse_lora(factors, {}, lora.linear_targets(patched))
-    modules = dict(patched.named_modules())
-    with torch.no_grad():  # what ModelPatcher.patch_weight_to_device does: a new tensor per patched weight
-        for name, layer in parsed.layers.items():
-            weight = modules[name].weight
-            modules[name].weight = torch.nn.Parameter(weight + layer.delta(), requires_grad=False)
-    x = torch.randn(2, 16, t, h, w, generator=gen)
-    ctx = torch.randn(2, 226, cfg.text_embed_dim, generator=gen)
-    timestep = torch.tensor([500, 500])
-    with torch.inference_mode():
-        effect = (patched(x, timestep, ctx) - base(x, timestep, ctx)).abs().max().item()
-        t_lora, t_base = timed_pair(lambda: patched(x, timestep, ctx), lambda: base(x, timestep, ctx), repeats)
-    log.info("lora: %d layers patched, max abs change of the output %.3g", len(parsed.layers), effect)
-    what = (f"transformer step with a rank-{rank} LoRA on all {len(parsed.layers)} Linears patched at load "
-            f"(ratio: with / without LoRA; {cfg.num_layers} layers, latent {t}x{h}x{w})")
-    return [Row(what, "time", t_lora, t_base, "s", "<= 1.02x")]
-
-
 # ----------------------------------------------------------------------------- VAE
 def vae_case(quick: bool) -> tuple[tuple[int, ...], TileConfig]:
     """Latent shape and the explicit tile size (pixels) used by both libraries."""
@@ -777,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
         elif section == "corevae":
             rows += bench_core_vae(args.quick, repeats)
         elif section == "lora":
-            rows += bench_lora(args.quick, repeats)
+            rows += __import__("bench_lora").bench_lora(args.quick, repeats)
         elif section == "videocrafter":
             rows += __import__("bench_videocrafter").bench_videocrafter(args.quick, repeats)
         else:
