@@ -97,7 +97,7 @@ def test_text_to_video_colour_and_direction(run):
     share = right / len(ka.T2V_CASES)
     report = f"colour and direction right {right}/{len(ka.T2V_CASES)} = {share:.0%}: " + "; ".join(seen)
     assert drawn == len(ka.T2V_CASES), f"videos without a palette-coloured object: {report}"
-    if share < ka.MIN_ACCURACY:  # the under-trained tiny model: measured 1/16 (tiny/MODEL_CARD.md)
+    if share < ka.MIN_ACCURACY:  # the tiny model: measured 3/16, colour 15/16, most videos move up (MODEL_CARD)
         pytest.xfail(f"below the issue's 90%: {report}")
 
 
@@ -117,7 +117,7 @@ def test_image_to_video_keeps_the_object_and_moves_it(run):
     share = right / len(ka.I2V_CASES)
     report = f"kept and moved right {right}/8, moved right {moving}/8: " + "; ".join(seen)
     assert drawn == len(ka.I2V_CASES), f"videos without a palette-coloured object: {report}"
-    if share < ka.MIN_ACCURACY:  # the under-trained tiny model: measured 0/8 (tiny/MODEL_CARD.md)
+    if share < ka.MIN_ACCURACY:  # measured 0/8: frame 0 at 14-20 dB vs 35-38, object 8-29 px off (MODEL_CARD)
         pytest.xfail(f"below the issue's 90%: {report}")
 
 
@@ -137,7 +137,8 @@ def test_fps_changes_the_motion_speed(run):
         slow.append(_travel(run(T2V, prompt, settings, fps=24)))
     fast_t, slow_t = torch.tensor(fast).nanmedian(), torch.tensor(slow).nanmedian()
     report = f"median travel {float(fast_t):.1f} px at fps 8, {float(slow_t):.1f} px at fps 24 ({fast}, {slow})"
-    assert float(fast_t) > float(slow_t), report  # measured 10.2 px vs 7.8 px (1.3x; trained 3x)
+    print(report)
+    assert float(fast_t) > float(slow_t), report  # measured 21.0 px vs 11.1 px (1.9x; trained 3x)
 
 
 # ------------------------------------------------------------------------------ bad input across families
