@@ -22,6 +22,7 @@ Rates are shares of clips; the seeds default to ones the tests do not use.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import logging
@@ -94,12 +95,17 @@ class Models:
     i2v: tuple | None = None
 
     @classmethod
-    def load(cls, t2v: bool = True, i2v: bool = True) -> Models:
+    def load(cls, t2v: bool = True, i2v: bool = True, folder: Path = TINY) -> Models:
+        """The tiny models in ``folder`` (ComfyUI's model-folder layout; default the shipped ``tiny/``)."""
+
+        def at(path: Path) -> Path:
+            return folder / path.relative_to(TINY)
+
         return cls(
-            text_encoder(),
-            load_vae(VAE_FILE).float().eval(),
-            load_transformer(T2V_FILE) if t2v else None,
-            load_transformer(I2V_FILE) if i2v else None,
+            text_encoder(at(T5_FILE)),
+            load_vae(at(VAE_FILE)).float().eval(),
+            load_transformer(at(T2V_FILE)) if t2v else None,
+            load_transformer(at(I2V_FILE)) if i2v else None,
         )
 
 
@@ -118,13 +124,15 @@ class Judged:
 
 # ------------------------------------------------------------------------------ runs
 @torch.no_grad()
-def vae_round_trip(vae, clips: int = 48, seed: int = VAE_SEED) -> list[Judged]:
-    """Encode (posterior mean) and decode ``clips`` held-out clips, 48 captions in turn."""
+def vae_round_trip(vae, clips: int = 48, seed: int = VAE_SEED, size: int | None = None) -> list[Judged]:
+    """Encode (posterior mean) and decode ``clips`` held-out clips, 48 captions in turn, on a
+    ``size`` canvas (default: the VAE's ``sample_width``, the canvas it was trained on)."""
+    size = size or vae.config.sample_width
     gen = torch.Generator().manual_seed(seed)
     out = []
     for k in range(clips):
         colour, shape, direction = CAPTIONS[k % len(CAPTIONS)]
-        clip = synthetic.make_clip(gen, colour=colour, shape=shape, direction=direction)
+        clip = synthetic.make_clip(gen, colour=colour, shape=shape, direction=direction, size=size)
         rec = vae.decode(vae.encode(clip.video[None]))[0].clamp(-1, 1)  # [3, F, H, W]
         judged = evaluation.judge_clip(rec, colour, shape, direction)
         drawn = evaluation.object_masks(clip.video)  # [F, H, W]
@@ -277,12 +285,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--captions", type=int, default=len(CAPTIONS), help="first N of the 48 captions (t2v)")
     parser.add_argument("--clips", type=int, default=48, help="VAE clips and I2V first frames")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tiny", type=Path, default=TINY, help="folder of the models (default: the shipped tiny/)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="canvas (square) instead of the workflows' width and height (a model trained larger)")
     parser.add_argument("-v", "--verbose", action="store_true", help="a line per clip")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     parts = args.only or ["vae", "t2v", "i2v"]
-    models = Models.load(t2v="t2v" in parts, i2v="i2v" in parts)
+    models = Models.load(t2v="t2v" in parts, i2v="i2v" in parts, folder=args.tiny.resolve())
+
+    def settings(workflow: str) -> Settings:
+        s = Settings.from_workflow(workflow)
+        return s if args.size is None else dataclasses.replace(s, width=args.size, height=args.size)
+
     out = []
     for part in parts:
         t0 = time.monotonic()
@@ -290,13 +306,14 @@ def main(argv: list[str] | None = None) -> int:
             judged = vae_round_trip(models.vae, args.clips)
             table = format_table(f"VAE round trip, {args.clips} held-out clips", vae_table(judged))
         elif part == "t2v":
-            judged = text_to_video(models, CAPTIONS[: args.captions], args.seeds)
-            s = Settings.from_workflow("text_to_video")
+            s = settings("text_to_video")
+            judged = text_to_video(models, CAPTIONS[: args.captions], args.seeds, s)
             table = format_table(
                 f"T2V, {args.captions} captions x seeds {args.seeds}, {s.steps} steps, CFG {s.cfg}, "
                 f"{s.width}x{s.height}x{s.frames}", t2v_table(judged))
         else:
-            judged = image_to_video(models, first_frames(args.clips), args.seeds)
+            s = settings("image_to_video")
+            judged = image_to_video(models, first_frames(args.clips, settings=s), args.seeds, s)
             table = format_table(f"I2V, {args.clips} fresh first frames x seeds {args.seeds}", i2v_table(judged))
         if args.verbose:
             log.info("\n".join(j.line() for j in judged))

@@ -63,7 +63,7 @@ from train_fun import stage_control, stage_inp
 from train_lora import stage_lora
 
 from cogvideox import synthetic
-from cogvideox.configs import SchedulerConfig
+from cogvideox.configs import SchedulerConfig, TransformerConfig, VAEConfig
 from cogvideox.loading import load_vae, save_safetensors
 from cogvideox.schedules import alphas_cumprod
 from cogvideox.transformer import CogVideoXTransformer
@@ -107,9 +107,23 @@ def _object_crop(video: torch.Tensor, clip: synthetic.Clip, gen: torch.Generator
     return video[..., top : top + size, left : left + size]
 
 
+def vae_config(args) -> VAEConfig:
+    """The tiny VAE of this run: ``--vae-channels`` wide, sized for the ``--size`` canvas."""
+    return VAE_CONFIG.replace(
+        block_out_channels=tuple(args.vae_channels), sample_height=args.size, sample_width=args.size
+    )
+
+
+def t2v_config(args) -> TransformerConfig:
+    """The tiny t2v transformer for the ``--size`` canvas (8x spatial compression), ``--t2v-heads`` wide."""
+    latent = args.size // 8
+    return T2V_CONFIG.replace(sample_width=latent, sample_height=latent, num_attention_heads=args.t2v_heads)
+
+
 def stage_vae(args) -> None:
     gen = set_seed(args.seed + 1)
-    vae = CogVideoXVAE(VAE_CONFIG).train()
+    config = vae_config(args)
+    vae = CogVideoXVAE(config).train()
     if args.resume:  # continue from the VAE already written (the shipped one was trained in two runs)
         vae.load_state_dict(load_vae(PATHS.vae).state_dict())
         vae.train().requires_grad_(True)
@@ -120,9 +134,12 @@ def stage_vae(args) -> None:
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, args.lr_vae)
-        x, clips = synthetic.make_batch(gen, args.vae_batch)
-        if step % 6 != 5:  # 5 steps in 6 on 32x32 crops around the object (4x cheaper), every 6th whole clips
-            x = torch.stack([_object_crop(v, c, gen) for v, c in zip(x, clips, strict=True)])  # [B, 3, F, 32, 32]
+        x, clips = synthetic.make_batch(gen, args.vae_batch, size=args.size)  # [B, 3, F, H, W]
+        if step % 6 != 5:  # 5 steps in 6 on crops around the object (cheaper), every 6th whole clips
+            x = torch.stack([_object_crop(v, c, gen, args.vae_crop) for v, c in zip(x, clips, strict=True)])
+            # [B, 3, F, crop, crop]
+        elif args.size > synthetic.SIZE:
+            x = x[:1]  # a whole large canvas costs as much as a batch of crops
         loss, rec, kl, _ = vae_loss(vae, x, gen, args.kl_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -131,18 +148,27 @@ def stage_vae(args) -> None:
         if step % args.log_every == 0 or step == steps - 1:
             log.info("vae step %d/%d loss %.4f rec %.4f kl %.3f (%.0f s)", step, steps, loss.item(), rec.item(),
                      kl.item(), time.time() - t0)
+        if args.save_every and (step + 1) % (5 * args.save_every) == 0 and step + 1 < steps:
+            save_vae(vae, config, args.size, clips=8)  # a checkpoint, so a run can be stopped early
+    save_vae(vae, config, args.size, clips=32)
+    log.info("vae: %d params, %.0f s", n_params, time.time() - t0)
+
+
+def save_vae(vae: CogVideoXVAE, config: VAEConfig, size: int, clips: int) -> None:
+    """Write the VAE with scaling_factor = 1 / std of its posterior samples on ``clips`` eval clips."""
     vae.eval()
     eval_gen = torch.Generator().manual_seed(12345)
-    x, _ = synthetic.make_batch(eval_gen, 32)
+    x, _ = synthetic.make_batch(eval_gen, clips, size=size)
     with torch.no_grad():
         mean, logvar = vae.encode_moments(x)
         z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=eval_gen)
         rec = vae.decode(mean)
     scale = 1.0 / float(z.std())
-    log.info("vae: %d params, %.0f s; eval PSNR %.2f dB, latent std %.4f -> scaling_factor %.4f",
-             n_params, time.time() - t0, synthetic.psnr(rec, x), float(z.std()), scale)
+    log.info("vae eval PSNR %.2f dB on %d clips, latent std %.4f -> scaling_factor %.4f",
+             synthetic.psnr(rec, x), clips, float(z.std()), scale)
     PATHS.vae.parent.mkdir(parents=True, exist_ok=True)
-    save_safetensors(vae, PATHS.vae, VAE_CONFIG.replace(scaling_factor=scale))
+    save_safetensors(vae, PATHS.vae, config.replace(scaling_factor=scale))
+    vae.train()
 
 
 # -------------------------------------------------------------------------- transformers
@@ -182,7 +208,7 @@ def _prepare(args):
     if not _PREPARED:
         vae = load_vae(PATHS.vae).float().eval()
         t0 = time.time()
-        latent_set = LatentSet(vae, args.clips, torch.Generator().manual_seed(args.seed + 2), i2v=True)
+        latent_set = LatentSet(vae, args.clips, torch.Generator().manual_seed(args.seed + 2), i2v=True, size=args.size)
         t5, tok = load_t5(PATHS.t5), tokenizer()
         emb = encode_prompts(t5, tok, latent_set.prompts)  # [P, 226, D]
         empty = encode_prompts(t5, tok, [""])  # [1, 226, D]
@@ -197,7 +223,8 @@ def _prepare(args):
 def stage_t2v(args) -> None:
     scale, latent_set, emb, empty, table = _prepare(args)
     gen = set_seed(args.seed + 3)
-    model = CogVideoXTransformer(T2V_CONFIG)
+    config = t2v_config(args)
+    model = CogVideoXTransformer(config)
     if args.resume:  # continue from the t2v model already written (the shipped one was trained in two runs)
         from cogvideox.loading import load_transformer
 
@@ -206,11 +233,13 @@ def stage_t2v(args) -> None:
         if unexpected or set(missing) - {"patch_embed.pos_embedding"}:
             raise ValueError(f"cannot resume from {PATHS.t2v}: missing {missing}, unexpected {unexpected}")
         gen = set_seed(args.seed + 13)
-    trainable_positions(model).train().requires_grad_(True)
+    fresh_sincos = args.positions_init == "sincos" and not args.resume
+    trainable_positions(model, sincos=fresh_sincos).train().requires_grad_(True)
     PATHS.t2v.parent.mkdir(parents=True, exist_ok=True)
 
     def save(m):
-        save_safetensors(m, PATHS.t2v, T2V_CONFIG, extra={"variant": variant_metadata("tiny-t2v", scale)})
+        meta = variant_metadata("tiny-t2v", scale, args.size)
+        save_safetensors(m, PATHS.t2v, config, extra={"variant": meta})
 
     ema = train_transformer(
         model, args, args.t2v_steps, args.lr, gen, latent_set, emb, empty, table, scale, save=save
@@ -270,7 +299,7 @@ def stage_i2v(args) -> None:
 
     scale, latent_set, emb, empty, table = _prepare(args)
     gen = set_seed(args.seed + 4)
-    config = I2V_CONFIG.replace(num_attention_heads=args.i2v_heads)
+    config = t2v_config(args).replace(in_channels=I2V_CONFIG.in_channels, num_attention_heads=args.i2v_heads)
     model = CogVideoXTransformer(config)
     if args.resume:  # continue from the i2v model already written (twice as wide: its heads copied)
         before = load_transformer(PATHS.i2v)[0]
@@ -281,6 +310,9 @@ def stage_i2v(args) -> None:
             raise ValueError(f"--i2v-heads {args.i2v_heads}: {PATHS.i2v} has {heads} heads; keep or double them")
         model.load_state_dict(state, strict=True)
         gen = set_seed(args.seed + (14 if args.i2v_heads == heads else 15))
+    elif args.i2v_init == "scratch":  # a fresh model (random init), trained on image-to-video alone
+        gen = set_seed(args.seed + 16)
+        model = CogVideoXTransformer(config)
     else:  # from the t2v model, the 16 new input channels (the image latent) of patch_embed.proj at zero
         base, _ = load_transformer(PATHS.t2v)
         if args.i2v_heads != base.config.num_attention_heads:
@@ -289,10 +321,11 @@ def stage_i2v(args) -> None:
         w = state["patch_embed.proj.weight"]  # [D, 16, p, p] -> [D, 32, p, p], new channels zero
         state["patch_embed.proj.weight"] = torch.cat([w, torch.zeros_like(w)], dim=1)
         model.load_state_dict(state, strict=True)
-    trainable_positions(model).train().requires_grad_(True)
+    fresh_sincos = args.positions_init == "sincos" and args.i2v_init == "scratch" and not args.resume
+    trainable_positions(model, sincos=fresh_sincos).train().requires_grad_(True)
 
     def save(m):
-        save_safetensors(m, PATHS.i2v, config, extra={"variant": variant_metadata("tiny-i2v", scale)})
+        save_safetensors(m, PATHS.i2v, config, extra={"variant": variant_metadata("tiny-i2v", scale, args.size)})
 
     ema = train_transformer(
         model, args, args.i2v_steps, args.lr_i2v, gen, latent_set, emb, empty, table, scale, i2v=True, tag="i2v",
@@ -313,6 +346,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vae-batch", type=int, default=4)
     p.add_argument("--lr-vae", type=float, default=2e-3)
     p.add_argument("--kl-weight", type=float, default=1e-3)
+    p.add_argument("--size", type=int, default=synthetic.SIZE,
+                   help="canvas (square, pixels): objects and travel scale with it (synthetic.make_clip)")
+    p.add_argument("--vae-channels", type=lambda s: [int(c) for c in s.split(",")],
+                   default=list(VAE_CONFIG.block_out_channels), help="VAE block_out_channels, e.g. 16,32,64,64")
+    p.add_argument("--vae-crop", type=int, default=32, help="VAE: side of the crops around the object")
     p.add_argument("--resume", action="store_true", help="continue training the model the stage already wrote")
     p.add_argument("--clips", type=int, default=1536, help="clips pre-encoded for the transformers")
     p.add_argument("--t2v-steps", type=int, default=1500)
@@ -325,6 +363,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="share of each transformer batch with t drawn from [700, 999] (the layout-deciding steps)")
     p.add_argument("--first-frame-weight", type=float, default=1.0,
                    help="i2v: loss weight of latent frame 0, the frame copied from the condition")
+    p.add_argument("--t2v-heads", type=int, default=T2V_CONFIG.num_attention_heads, help="t2v attention heads (x16)")
+    p.add_argument("--i2v-init", choices=["t2v", "scratch"], default="t2v",
+                   help="i2v without --resume: start from the written t2v model (default) or from a random init")
+    p.add_argument("--positions-init", choices=["zero", "sincos"], default="zero",
+                   help="a fresh model's learned position table: zero, or 3D sin-cos (as diffusers starts 5B-I2V's)")
     p.add_argument("--i2v-heads", type=int, default=T2V_CONFIG.num_attention_heads,
                    help="i2v attention heads; with --resume, twice the written model's widens it (heads copied)")
     p.add_argument("--control-swap", type=float, default=0.0,

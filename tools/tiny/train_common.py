@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 from cogvideox import synthetic  # noqa: E402
 from cogvideox.conditioning import noise_augment  # noqa: E402
 from cogvideox.configs import SchedulerConfig, TransformerConfig, VAEConfig  # noqa: E402
+from cogvideox.embeddings import sincos_positions_3d  # noqa: E402
 from cogvideox.schedules import alphas_cumprod  # noqa: E402
 from cogvideox.transformer import CogVideoXTransformer  # noqa: E402
 from cogvideox.vae import CogVideoXVAE  # noqa: E402
@@ -119,9 +120,20 @@ def lr_at(step: int, total: int, peak: float, warmup: int = 50) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))  # cosine to 10% of peak
 
 
-def trainable_positions(model: CogVideoXTransformer) -> CogVideoXTransformer:
-    """Make the learned position table (a buffer at inference, as upstream) a trained parameter."""
+def trainable_positions(model: CogVideoXTransformer, sincos: bool = False) -> CogVideoXTransformer:
+    """Make the learned position table (a buffer at inference, as upstream) a trained parameter.
+
+    ``sincos``: start its video part from 3D sin-cos positions (text part zero), as diffusers
+    initialises the 5B-I2V table, so a fresh model has absolute positions from the first step.
+    """
     table = model.patch_embed.pos_embedding
+    if table is not None and sincos:
+        cfg = model.config
+        p = cfg.patch_size
+        grid = ((cfg.sample_frames - 1) // 4 + 1, cfg.sample_height // p, cfg.sample_width // p)  # (t, h, w) tokens
+        video = sincos_positions_3d(cfg.inner_dim, *grid)  # [T*H*W, D] in (t, h, w) order
+        table = torch.zeros_like(table)
+        table[0, cfg.max_text_seq_length : cfg.max_text_seq_length + video.shape[0]] = video
     if table is not None:
         model.patch_embed.pos_embedding = torch.nn.Parameter(table.detach().clone())
     return model
@@ -133,7 +145,7 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
             e.lerp_(p, 1 - decay)
 
 
-def variant_metadata(name: str, scaling_factor: float) -> dict:
+def variant_metadata(name: str, scaling_factor: float, size: int = synthetic.SIZE) -> dict:
     return {
         "name": name,
         "scaling_factor": scaling_factor,
@@ -141,8 +153,8 @@ def variant_metadata(name: str, scaling_factor: float) -> dict:
         "snr_shift_scale": SNR_SHIFT,
         "fps": 8,
         "frames": synthetic.FRAMES,
-        "width": synthetic.SIZE,
-        "height": synthetic.SIZE,
+        "width": size,
+        "height": size,
     }
 
 
@@ -227,12 +239,15 @@ class LatentSet:
     as the reference I2V training did (random strength, not tied to the timestep).
     """
 
-    def __init__(self, vae: CogVideoXVAE, count: int, gen: torch.Generator, batch: int = 32, i2v: bool = False):
+    def __init__(
+        self, vae: CogVideoXVAE, count: int, gen: torch.Generator, batch: int = 32, i2v: bool = False,
+        size: int = synthetic.SIZE,
+    ):
         means, firsts, captions = [], [], []
         self.vae = vae
         with torch.no_grad():
             for start in range(0, count, batch):
-                x, clips = synthetic.make_batch(gen, min(batch, count - start))
+                x, clips = synthetic.make_batch(gen, min(batch, count - start), size=size)  # [B, 3, F, H, W]
                 means.append(torch.cat(vae.encode_moments(x), dim=1))  # [B, 32, T, h, w]: mean, logvar
                 if i2v:
                     firsts.append(x[:, :, :1].clone())  # [B, 3, 1, H, W]
