@@ -86,12 +86,17 @@ def stage_t5(args) -> None:
 
 
 # ---------------------------------------------------------------------------------- VAE
-def vae_loss(vae: CogVideoXVAE, x: torch.Tensor, gen: torch.Generator, kl_weight: float):
+def vae_loss(vae: CogVideoXVAE, x: torch.Tensor, gen: torch.Generator, kl_weight: float, ghosts: bool = False):
     mean, logvar = vae.encode_moments(x, frame_batch=None)
     z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen)
     rec = vae.decode(z, frame_batch=None)
-    # object pixels are a few percent of the frame: weight them up so shapes and colours come out sharp
-    weight = 1.0 + 4.0 * (x - x[:, :, :, :1, :1]).abs().amax(dim=1, keepdim=True).gt(0.1).float()  # [B,1,F,H,W]
+    # object pixels are a few percent of the frame: weight them up so shapes and colours come out sharp;
+    # ``ghosts``: also where the reconstruction leaves the background (trails of a moving object)
+    bg = x[:, :, :, :1, :1]
+    off = (x - bg).abs().amax(dim=1, keepdim=True)  # [B, 1, F, H, W]
+    if ghosts:
+        off = torch.maximum(off, (rec.detach() - bg).abs().amax(dim=1, keepdim=True))
+    weight = 1.0 + 4.0 * off.gt(0.1).float()  # [B, 1, F, H, W]
     err = (rec - x).abs() + (rec - x) ** 2
     rec_loss = (err * weight).mean()
     kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).mean()
@@ -128,8 +133,13 @@ def stage_vae(args) -> None:
         vae.load_state_dict(load_vae(PATHS.vae).state_dict())
         vae.train().requires_grad_(True)
         gen = set_seed(args.seed + 11)
-    n_params = sum(p.numel() for p in vae.parameters())
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr_vae, weight_decay=0.0)
+    if args.vae_decoder_only:  # the latent space stays as it is (transformers trained on it stay valid)
+        vae.encoder.requires_grad_(False)
+        if vae.quant_conv is not None:
+            vae.quant_conv.requires_grad_(False)
+    trained = [p for p in vae.parameters() if p.requires_grad]
+    n_params = sum(p.numel() for p in trained)
+    opt = torch.optim.AdamW(trained, lr=args.lr_vae, weight_decay=0.0)
     steps, t0 = args.vae_steps, time.time()
     for step in range(steps):
         for group in opt.param_groups:
@@ -140,10 +150,10 @@ def stage_vae(args) -> None:
             # [B, 3, F, crop, crop]
         elif args.size > synthetic.SIZE:
             x = x[:1]  # a whole large canvas costs as much as a batch of crops
-        loss, rec, kl, _ = vae_loss(vae, x, gen, args.kl_weight)
+        loss, rec, kl, _ = vae_loss(vae, x, gen, args.kl_weight, args.vae_ghost_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         if step % args.log_every == 0 or step == steps - 1:
             log.info("vae step %d/%d loss %.4f rec %.4f kl %.3f (%.0f s)", step, steps, loss.item(), rec.item(),
@@ -208,7 +218,15 @@ def _prepare(args):
     if not _PREPARED:
         vae = load_vae(PATHS.vae).float().eval()
         t0 = time.time()
-        latent_set = LatentSet(vae, args.clips, torch.Generator().manual_seed(args.seed + 2), i2v=True, size=args.size)
+        cache = args.out / f"latents_{args.clips}_{args.size}.pt"  # shared by runs on the same VAE (--latents-cache)
+        if args.latents_cache and cache.exists() and cache.stat().st_mtime > PATHS.vae.stat().st_mtime:
+            latent_set = LatentSet.load(cache, vae)
+        else:
+            gen = torch.Generator().manual_seed(args.seed + 2)
+            latent_set = LatentSet(vae, args.clips, gen, i2v=True, size=args.size)
+            if args.latents_cache:
+                latent_set.first_moments  # noqa: B018 (encoded now, so the cache holds them too)
+                latent_set.save(cache)
         t5, tok = load_t5(PATHS.t5), tokenizer()
         emb = encode_prompts(t5, tok, latent_set.prompts)  # [P, 226, D]
         empty = encode_prompts(t5, tok, [""])  # [1, 226, D]
@@ -298,6 +316,7 @@ def stage_i2v(args) -> None:
     from cogvideox.loading import load_transformer
 
     scale, latent_set, emb, empty, table = _prepare(args)
+    latent_set.augment_image = args.i2v_image == "augmented"
     gen = set_seed(args.seed + 4)
     config = t2v_config(args).replace(in_channels=I2V_CONFIG.in_channels, num_attention_heads=args.i2v_heads)
     model = CogVideoXTransformer(config)
@@ -350,9 +369,15 @@ def main(argv: list[str] | None = None) -> None:
                    help="canvas (square, pixels): objects and travel scale with it (synthetic.make_clip)")
     p.add_argument("--vae-channels", type=lambda s: [int(c) for c in s.split(",")],
                    default=list(VAE_CONFIG.block_out_channels), help="VAE block_out_channels, e.g. 16,32,64,64")
+    p.add_argument("--vae-ghost-weight", action="store_true",
+                   help="VAE: weight object pixels of the reconstruction too (its trails), not only of the clip")
+    p.add_argument("--vae-decoder-only", action="store_true",
+                   help="VAE --resume: train the decoder alone (the encoder, hence the latent space, frozen)")
     p.add_argument("--vae-crop", type=int, default=32, help="VAE: side of the crops around the object")
     p.add_argument("--resume", action="store_true", help="continue training the model the stage already wrote")
     p.add_argument("--clips", type=int, default=1536, help="clips pre-encoded for the transformers")
+    p.add_argument("--latents-cache", action="store_true",
+                   help="keep the pre-encoded clips in --out (reused while the VAE file is older than them)")
     p.add_argument("--t2v-steps", type=int, default=1500)
     p.add_argument("--i2v-steps", type=int, default=600)
     p.add_argument("--inp-steps", type=int, default=600, help="inp / control: Fun fine-tuning steps (lr: --lr-i2v)")
@@ -366,6 +391,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--t2v-heads", type=int, default=T2V_CONFIG.num_attention_heads, help="t2v attention heads (x16)")
     p.add_argument("--i2v-init", choices=["t2v", "scratch"], default="t2v",
                    help="i2v without --resume: start from the written t2v model (default) or from a random init")
+    p.add_argument("--i2v-image", choices=["augmented", "clean"], default="augmented",
+                   help="i2v condition: the first frame noise-augmented and encoded each step, or its clean latent")
     p.add_argument("--positions-init", choices=["zero", "sincos"], default="zero",
                    help="a fresh model's learned position table: zero, or 3D sin-cos (as diffusers starts 5B-I2V's)")
     p.add_argument("--i2v-heads", type=int, default=T2V_CONFIG.num_attention_heads,

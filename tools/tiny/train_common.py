@@ -260,9 +260,40 @@ class LatentSet:
     def __len__(self) -> int:
         return self.moments.shape[0]
 
+    def save(self, path: Path) -> None:
+        """Keep the encoded set (a training-time cache, never shipped) for other runs on the same VAE."""
+        torch.save({"moments": self.moments, "first": self.first, "prompts": self.prompts,
+                    "caption_index": self.caption_index, "first_moments": getattr(self, "_first_moments", None)}, path)
+
+    @classmethod
+    def load(cls, path: Path, vae: CogVideoXVAE) -> LatentSet:
+        data = torch.load(path, weights_only=True)  # tensors and a list of strings only
+        out = cls.__new__(cls)
+        out.vae, out.moments, out.first = vae, data["moments"], data["first"]
+        out.prompts, out.caption_index = data["prompts"], data["caption_index"]
+        out._first_moments = data.get("first_moments")
+        return out
+
+    augment_image = True  # False: the clean first frame's moments (``first_moments``), encoded once
+
+    @property
+    def first_moments(self) -> torch.Tensor:
+        """Moments ``[N, 32, 1, h, w]`` of every clip's clean first frame, encoded alone (once, then kept)."""
+        if getattr(self, "_first_moments", None) is None:
+            with torch.no_grad():
+                parts = [torch.cat(self.vae.encode_moments(f), dim=1) for f in self.first.split(64)]
+            self._first_moments = torch.cat(parts)
+        return self._first_moments
+
     @torch.no_grad()
     def image_condition(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Noise-augmented (fresh sigma per sample and step), encoded first frames: moments ``[B, 32, 1, h, w]``."""
+        """Noise-augmented (fresh sigma per sample and step), encoded first frames: moments ``[B, 32, 1, h, w]``.
+
+        Without ``augment_image``, the clean first frame's moments, encoded once (alone, as
+        ``image_latent`` encodes it at inference; no encoder pass per step).
+        """
+        if not self.augment_image:
+            return self.first_moments[idx]
         image = noise_augment(self.first[idx], "auto", gen)  # [B, 3, 1, H, W]
         return torch.cat(self.vae.encode_moments(image), dim=1)
 
