@@ -225,7 +225,6 @@ def _prepare(args):
             gen = torch.Generator().manual_seed(args.seed + 2)
             latent_set = LatentSet(vae, args.clips, gen, i2v=True, size=args.size)
             if args.latents_cache:
-                latent_set.first_moments  # noqa: B018 (encoded now, so the cache holds them too)
                 latent_set.save(cache)
         t5, tok = load_t5(PATHS.t5), tokenizer()
         emb = encode_prompts(t5, tok, latent_set.prompts)  # [P, 226, D]
@@ -317,7 +316,8 @@ def stage_i2v(args) -> None:
 
     scale, latent_set, emb, empty, table = _prepare(args)
     latent_set.augment_image = args.i2v_image == "augmented"
-    gen = set_seed(args.seed + 4)
+    scratch = args.i2v_init == "scratch" and not args.resume  # a fresh model, trained on image-to-video alone
+    gen = set_seed(args.seed + (16 if scratch else 4))
     config = t2v_config(args).replace(in_channels=I2V_CONFIG.in_channels, num_attention_heads=args.i2v_heads)
     model = CogVideoXTransformer(config)
     if args.resume:  # continue from the i2v model already written (twice as wide: its heads copied)
@@ -329,10 +329,7 @@ def stage_i2v(args) -> None:
             raise ValueError(f"--i2v-heads {args.i2v_heads}: {PATHS.i2v} has {heads} heads; keep or double them")
         model.load_state_dict(state, strict=True)
         gen = set_seed(args.seed + (14 if args.i2v_heads == heads else 15))
-    elif args.i2v_init == "scratch":  # a fresh model (random init), trained on image-to-video alone
-        gen = set_seed(args.seed + 16)
-        model = CogVideoXTransformer(config)
-    else:  # from the t2v model, the 16 new input channels (the image latent) of patch_embed.proj at zero
+    elif not scratch:  # from the t2v model, the 16 new input channels (the image latent) of patch_embed.proj at zero
         base, _ = load_transformer(PATHS.t2v)
         if args.i2v_heads != base.config.num_attention_heads:
             raise ValueError("--i2v-heads other than the t2v model's needs --resume of an i2v model to widen")
@@ -340,8 +337,7 @@ def stage_i2v(args) -> None:
         w = state["patch_embed.proj.weight"]  # [D, 16, p, p] -> [D, 32, p, p], new channels zero
         state["patch_embed.proj.weight"] = torch.cat([w, torch.zeros_like(w)], dim=1)
         model.load_state_dict(state, strict=True)
-    fresh_sincos = args.positions_init == "sincos" and args.i2v_init == "scratch" and not args.resume
-    trainable_positions(model, sincos=fresh_sincos).train().requires_grad_(True)
+    trainable_positions(model, sincos=scratch and args.positions_init == "sincos").train().requires_grad_(True)
 
     def save(m):
         save_safetensors(m, PATHS.i2v, config, extra={"variant": variant_metadata("tiny-i2v", scale, args.size)})

@@ -263,7 +263,7 @@ class LatentSet:
     def save(self, path: Path) -> None:
         """Keep the encoded set (a training-time cache, never shipped) for other runs on the same VAE."""
         torch.save({"moments": self.moments, "first": self.first, "prompts": self.prompts,
-                    "caption_index": self.caption_index, "first_moments": getattr(self, "_first_moments", None)}, path)
+                    "caption_index": self.caption_index, "first_moments": self.first_moments}, path)
 
     @classmethod
     def load(cls, path: Path, vae: CogVideoXVAE) -> LatentSet:
