@@ -225,18 +225,24 @@ def _read_tensors(
 
 
 def save_safetensors(
-    model: nn.Module, path: str | Path, config=None, extra: Mapping[str, object] | None = None
+    model: nn.Module, path: str | Path, config=None, extra: Mapping[str, object] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> None:
     """Write ``model.state_dict()`` to one file, with ``config`` (a dataclass) as JSON metadata.
 
     ``extra`` entries are stored as JSON too (e.g. ``{"variant": {...}}`` for non-released models).
+    ``dtype`` (e.g. ``torch.float16``, half the bytes) stores the floating-point tensors in it;
+    the loaders cast them back to the compute dtype.
     """
     metadata = {k: json.dumps(v) for k, v in (extra or {}).items()}
     config = config if config is not None else getattr(model, "config", None)
     if config is not None:
         data = config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
         metadata["config"] = json.dumps(data)
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous()
+        for k, v in model.state_dict().items()
+    }
     save_file(tensors, str(path), metadata=metadata)
 
 
