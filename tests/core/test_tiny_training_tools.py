@@ -124,9 +124,9 @@ def test_object_mask_finds_the_object_in_the_latents_and_weights_its_loss(train,
     assert (mask & core).sum() / core.sum() > 0.9  # measured 0.95: and covers it
     assert mask.float().mean() < 0.4  # not everything (measured 0.27 here, 0.21 on the 128x128 run-5 set)
 
-    config = train_common.T2V_CONFIG.replace(sample_width=8, sample_height=8)
     from cogvideox.transformer import CogVideoXTransformer
 
+    config = train_common.T2V_CONFIG.replace(sample_width=8, sample_height=8)
     model = CogVideoXTransformer(config).eval()
     emb, empty = torch.randn(1, 226, config.text_embed_dim), torch.zeros(1, 226, config.text_embed_dim)
     data.caption_index = torch.zeros(32, dtype=torch.long)
@@ -141,11 +141,11 @@ def test_object_mask_finds_the_object_in_the_latents_and_weights_its_loss(train,
     assert loss(1.0) != pytest.approx(loss(4.0), rel=1e-3)  # the weight reaches the loss
 
 
-def test_transformers_can_be_stored_in_half_precision(tmp_path):
+def test_transformers_can_be_stored_in_half_precision(train, tmp_path):
+    import train_common
+
     from cogvideox.loading import load_transformer, save_safetensors, stored_dtypes
     from cogvideox.transformer import CogVideoXTransformer
-
-    import train_common  # noqa: F401  (tools/tiny on the path: the config lives there)
 
     config = train_common.T2V_CONFIG
     model = CogVideoXTransformer(config)
