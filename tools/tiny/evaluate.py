@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", type=Path, default=TINY, help="folder of the models (default: the shipped tiny/)")
     parser.add_argument("--size", type=int, default=None,
                         help="canvas (square) instead of the workflows' width and height (a model trained larger)")
+    parser.add_argument("--cfg", type=float, default=None, help="guidance instead of the workflows' (a study)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps instead of the workflows'")
     parser.add_argument("-v", "--verbose", action="store_true", help="a line per clip")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -297,7 +299,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def settings(workflow: str) -> Settings:
         s = Settings.from_workflow(workflow)
-        return s if args.size is None else dataclasses.replace(s, width=args.size, height=args.size)
+        if args.size is not None:
+            s = dataclasses.replace(s, width=args.size, height=args.size)
+        if args.cfg is not None:
+            s = dataclasses.replace(s, cfg=args.cfg)
+        return s if args.steps is None else dataclasses.replace(s, steps=args.steps)
 
     out = []
     for part in parts:
@@ -314,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             s = settings("image_to_video")
             judged = image_to_video(models, first_frames(args.clips, settings=s), args.seeds, s)
-            table = format_table(f"I2V, {args.clips} fresh first frames x seeds {args.seeds}", i2v_table(judged))
+            table = format_table(f"I2V, {args.clips} fresh first frames x seeds {args.seeds}, {s.steps} steps, "
+                                 f"CFG {s.cfg}", i2v_table(judged))
         if args.verbose:
             log.info("\n".join(j.line() for j in judged))
         log.info("%s: %.0f s", part, time.monotonic() - t0)
