@@ -276,24 +276,11 @@ class LatentSet:
 
     augment_image = True  # False: the clean first frame's moments (``first_moments``), encoded once
 
-    OBJECT_DISTANCE = 2.2  # x the median latent distance from the background: further is the object's
-
     @property
     def object_mask(self) -> torch.Tensor:
-        """``[N, 1, T, h, w]`` bool: latent pixels the object covers, one pixel of margin around them.
-
-        The background latent at each position is the median over the set (an object covers any
-        one position in few clips); a pixel is the object's when its posterior mean lies more than
-        OBJECT_DISTANCE times the median distance from it (the run-5 VAE: background 0.5-3, median
-        1.6, the object 3.5-13).
-        """
+        """``[N, 1, T, h, w]`` bool: the latent pixels each clip's object covers (``object_mask``), kept."""
         if getattr(self, "_object_mask", None) is None:
-            mean = self.moments[:, : self.moments.shape[1] // 2]  # [N, C, T, h, w]
-            background = mean.median(dim=0).values  # [C, T, h, w]
-            distance = (mean - background).norm(dim=1, keepdim=True)  # [N, 1, T, h, w]
-            near = distance > self.OBJECT_DISTANCE * distance.median()
-            grown = F.max_pool3d(near.float(), kernel_size=(1, 3, 3), stride=1, padding=(0, 1, 1))
-            self._object_mask = grown > 0
+            self._object_mask = object_mask(self.moments)
         return self._object_mask
 
     @property
@@ -316,6 +303,31 @@ class LatentSet:
             return self.first_moments[idx]
         image = noise_augment(self.first[idx], "auto", gen)  # [B, 3, 1, H, W]
         return torch.cat(self.vae.encode_moments(image), dim=1)
+
+
+OBJECT_DISTANCE = 2.2  # x the median latent distance from the background: further is the object's
+
+
+def object_mask(moments: torch.Tensor, distance: float = OBJECT_DISTANCE) -> torch.Tensor:
+    """``[N, 1, T, h, w]`` bool from stacked moments ``[N, 2C, T, h, w]``: the latent pixels the
+    object covers, with one pixel of margin.
+
+    The background latent at each position is the median over the set (an object covers any one
+    position in few clips); a pixel is the object's when its posterior mean lies more than
+    ``distance`` times the median distance from it (the run-5 VAE: background 0.5-3, median 1.6,
+    the object 3.5-13).
+    """
+    mean = moments[:, : moments.shape[1] // 2]  # [N, C, T, h, w]
+    background = mean.median(dim=0).values  # [C, T, h, w]
+    far = (mean - background).norm(dim=1, keepdim=True)  # [N, 1, T, h, w]
+    near = far > distance * far.median()
+    grown = F.max_pool3d(near.float(), kernel_size=(1, 3, 3), stride=1, padding=(0, 1, 1))
+    return grown > 0
+
+
+def object_weights(mask: torch.Tensor, weight: float) -> torch.Tensor:
+    """Loss weights ``[B, 1, T, h, w]``: ``weight`` on the object's latent pixels, 1 elsewhere."""
+    return 1 + (weight - 1) * mask.float()
 
 
 def _draw(moments: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -367,5 +379,5 @@ def diffusion_loss(
     weight = torch.ones(1, 1, x0.shape[2], 1, 1)  # [1, 1, T, 1, 1]
     weight[:, :, 0] = first_weight
     if object_weight != 1.0:
-        weight = weight * (1 + (object_weight - 1) * latent_set.object_mask[idx].float())  # [B, 1, T, h, w]
+        weight = weight * object_weights(latent_set.object_mask[idx], object_weight)  # [B, 1, T, h, w]
     return ((v - target).pow(2) * weight).mean() / weight.mean()

@@ -16,6 +16,8 @@ from train_common import (
     ema_update,
     lr_at,
     noised,
+    object_mask,
+    object_weights,
     set_seed,
     trainable_positions,
     variant_metadata,
@@ -40,14 +42,16 @@ class InpaintSet:
     ``INP_NOISE``, encoded (posterior mean, raw), and its mask on the latent grid (1 = unknown).
     """
 
-    def __init__(self, vae: CogVideoXVAE, count: int, gen: torch.Generator, batch: int = 32):
+    def __init__(
+        self, vae: CogVideoXVAE, count: int, gen: torch.Generator, batch: int = 32, size: int = synthetic.SIZE
+    ):
         from cogvideox import conditioning
 
         self.prompts: list[str] = []
         moments, latents, masks, captions = [], {m: [] for m in INP_MODES}, {m: [] for m in INP_MODES}, []
         with torch.no_grad():
             for start in range(0, count, batch):
-                x, clips = synthetic.make_batch(gen, min(batch, count - start))  # [B, 3, F, H, W]
+                x, clips = synthetic.make_batch(gen, min(batch, count - start), size=size)  # [B, 3, F, H, W]
                 b, _, f, h, w = x.shape
                 moments.append(torch.cat(vae.encode_moments(x), dim=1))
                 lat_shape = moments[-1].shape
@@ -63,6 +67,7 @@ class InpaintSet:
                     masks[mode].append(conditioning.inpaint_mask_latent(mask, *lat_shape[2:]))
                 captions += [c.caption for c in clips]
         self.moments = torch.cat(moments)  # [N, 32, T, h, w]
+        self.object_mask = object_mask(self.moments)  # [N, 1, T, h, w]
         self.latents = {m: torch.cat(v) for m, v in latents.items()}  # raw [N, 16, T, h, w]
         self.masks = {m: torch.cat(v) for m, v in masks.items()}  # [N, 1, T, h, w]
         self.prompts = sorted(set(captions))
@@ -86,8 +91,9 @@ class InpaintSet:
         return fun_condition("inpaint", scale, lat, mask)
 
 
-def inpaint_loss(model, data, emb, empty, idx, table, scale, gen, high_t, end_weight):
-    """v-prediction MSE with the Fun InP channels; latent frames 0 and T-1 weighted ``end_weight``."""
+def inpaint_loss(model, data, emb, empty, idx, table, scale, gen, high_t, end_weight, object_weight=1.0):
+    """v-prediction MSE with the Fun InP (or Control) channels; latent frames 0 and T-1 weighted
+    ``end_weight``, the object's latent pixels ``object_weight``."""
     x0 = _draw(data.moments[idx], gen) * scale  # [B, 16, T, h, w]
     t, xt, target = noised(x0, table, gen, high_t)
     context = drop_text(emb[data.captions(idx, gen)], empty, gen)  # [B, 226, D]
@@ -95,6 +101,8 @@ def inpaint_loss(model, data, emb, empty, idx, table, scale, gen, high_t, end_we
     v = model(xt, t, context)
     weight = torch.ones(1, 1, x0.shape[2], 1, 1)
     weight[:, :, 0] = weight[:, :, -1] = end_weight
+    if object_weight != 1.0:
+        weight = weight * object_weights(data.object_mask[idx], object_weight)  # [B, 1, T, h, w]
     return ((v - target).pow(2) * weight).mean() / weight.mean()
 
 
@@ -120,7 +128,7 @@ def stage_inp(args) -> None:
     trainable_positions(model).train().requires_grad_(True)
 
     def save(m):
-        meta = {**variant_metadata("tiny-fun-inp", scale), "fun": "inpaint"}
+        meta = {**variant_metadata("tiny-fun-inp", scale, args.size), "fun": "inpaint"}
         save_safetensors(m, PATHS.inp, config, extra={"variant": meta})
 
     if args.inp_steps == 0:  # the rewired i2v itself (a stand-in: never trained on InP conditioning)
@@ -128,7 +136,7 @@ def stage_inp(args) -> None:
         log.info("wrote %s (0 steps: the tiny i2v with its input channels rewired)", PATHS.inp)
         return
     t0 = time.time()
-    data = InpaintSet(vae, args.clips, torch.Generator().manual_seed(args.seed + 6))
+    data = InpaintSet(vae, args.clips, torch.Generator().manual_seed(args.seed + 6), size=args.size)
     log.info("inp: encoded %d clips x %d modes in %.0f s", len(data), len(INP_MODES), time.time() - t0)
     emb, empty, table = _text_and_schedule(data)
     _fine_tune(model, args, data, emb, empty, table, scale, gen, save, "inp", PATHS.inp)
@@ -148,16 +156,20 @@ class ControlSet:
     when the two disagree, as a control model should.
     """
 
-    def __init__(self, vae: CogVideoXVAE, count: int, gen: torch.Generator, batch: int = 32, swap: float = 0.0):
+    def __init__(
+        self, vae: CogVideoXVAE, count: int, gen: torch.Generator, batch: int = 32, swap: float = 0.0,
+        size: int = synthetic.SIZE,
+    ):
         moments, controls, kinds = [], [], []
         with torch.no_grad():
             for start in range(0, count, batch):
-                x, clips = synthetic.make_batch(gen, min(batch, count - start))  # [B, 3, F, H, W]
+                x, clips = synthetic.make_batch(gen, min(batch, count - start), size=size)  # [B, 3, F, H, W]
                 moments.append(torch.cat(vae.encode_moments(x), dim=1))
                 silhouette = torch.stack([_silhouette(v) for v in x]) * 2 - 1  # [B, 1, F, H, W]
                 controls.append(vae.encode_moments(silhouette.expand(-1, 3, -1, -1, -1).contiguous())[0])
                 kinds += [(c.colour, c.shape, c.direction) for c in clips]
         self.moments, self.controls, self.swap = torch.cat(moments), torch.cat(controls), swap
+        self.object_mask = object_mask(self.moments)  # [N, 1, T, h, w]
         every = [(c, s, d) for c in synthetic.PALETTE for s in synthetic.SHAPES for d in synthetic.DIRECTIONS]
         self.prompts = sorted(synthetic.caption_for(*k) for k in every)  # all 48, the swapped ones included
         self.caption_index = torch.tensor([self.prompts.index(synthetic.caption_for(*k)) for k in kinds])  # [N]
@@ -200,7 +212,7 @@ def stage_control(args) -> None:
     trainable_positions(model).train().requires_grad_(True)
 
     def save(m):
-        meta = {**variant_metadata("tiny-fun-control", scale), "fun": "control"}
+        meta = {**variant_metadata("tiny-fun-control", scale, args.size), "fun": "control"}
         save_safetensors(m, PATHS.control, config, extra={"variant": meta})
 
     if args.inp_steps == 0:  # the i2v itself, its image channels read as control (a stand-in, never trained)
@@ -208,7 +220,8 @@ def stage_control(args) -> None:
         log.info("wrote %s (0 steps: the tiny i2v, its image channels read as control)", PATHS.control)
         return
     t0 = time.time()
-    data = ControlSet(vae, args.clips, torch.Generator().manual_seed(args.seed + 8), swap=args.control_swap)
+    data = ControlSet(vae, args.clips, torch.Generator().manual_seed(args.seed + 8), swap=args.control_swap,
+                      size=args.size)
     log.info("control: encoded %d clips in %.0f s", len(data), time.time() - t0)
     emb, empty, table = _text_and_schedule(data)
     _fine_tune(model, args, data, emb, empty, table, scale, gen, save, "control", PATHS.control)
@@ -222,7 +235,8 @@ def _fine_tune(model, args, data, emb, empty, table, scale, gen, save, tag, path
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.inp_steps, args.lr_i2v)
         idx = torch.randint(0, len(data), (args.batch,), generator=gen)
-        loss = inpaint_loss(model, data, emb, empty, idx, table, scale, gen, args.high_t, args.first_frame_weight)
+        loss = inpaint_loss(model, data, emb, empty, idx, table, scale, gen, args.high_t, args.first_frame_weight,
+                            args.object_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

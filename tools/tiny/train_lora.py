@@ -63,11 +63,14 @@ def recolour(video: torch.Tensor, source: str, target: str) -> torch.Tensor:
 class RecolouredSet(LatentSet):
     """Clips with every object drawn in ``colour``, each keeping the caption of its original colour."""
 
-    def __init__(self, vae: CogVideoXVAE, count: int, gen: torch.Generator, colour: str, batch: int = 32):
+    def __init__(
+        self, vae: CogVideoXVAE, count: int, gen: torch.Generator, colour: str, batch: int = 32,
+        size: int = synthetic.SIZE,
+    ):
         means, captions = [], []
         with torch.no_grad():
             for start in range(0, count, batch):
-                _, clips = synthetic.make_batch(gen, min(batch, count - start))
+                _, clips = synthetic.make_batch(gen, min(batch, count - start), size=size)
                 x = torch.stack([recolour(c.video, c.colour, colour) for c in clips])  # [B, 3, F, H, W]
                 means.append(torch.cat(vae.encode_moments(x), dim=1))
                 captions += [c.caption for c in clips]
@@ -98,7 +101,8 @@ def stage_lora(args) -> None:
     vae = load_vae(PATHS.vae).float().eval()
     gen = set_seed(args.seed + 21)
     t0 = time.time()
-    data = RecolouredSet(vae, args.lora_clips, torch.Generator().manual_seed(args.seed + 22), LORA_COLOUR)
+    data = RecolouredSet(vae, args.lora_clips, torch.Generator().manual_seed(args.seed + 22), LORA_COLOUR,
+                         size=args.size)
     t5, tok = load_t5(PATHS.t5), tokenizer()
     emb, empty = encode_prompts(t5, tok, data.prompts), encode_prompts(t5, tok, [""])
     log.info("lora: encoded %d %s clips, %d prompts in %.0f s", len(data), LORA_COLOUR, len(data.prompts),
@@ -122,7 +126,8 @@ def stage_lora(args) -> None:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args.lora_steps, args.lr_lora, warmup=20)
         idx = torch.randint(0, len(data), (args.batch,), generator=gen)
-        loss = diffusion_loss(model, data, emb, empty, idx, table, scale, gen, high_t=args.high_t)
+        loss = diffusion_loss(model, data, emb, empty, idx, table, scale, gen, high_t=args.high_t,
+                              object_weight=args.object_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
