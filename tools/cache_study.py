@@ -14,6 +14,10 @@ on the block stack (``cogvideox.transformer`` step-cache hook):
   one plus their difference at the last full step (FasterCache's CFG-residual reuse);
 - ``ucache``: only the conditional half computed, the unconditional residual reused as is;
 - ``skipx``: both halves reuse the line through the last two computed residuals (extrapolation);
+- ``nocfg``: guidance off for the step (only the conditional half computed, its residual used for
+  both halves, so the guided output is the conditional one): guidance limited to an interval of
+  the schedule (Kynkäänniemi et al. 2024, "Applying Guidance in a Limited Interval Improves Sample
+  and Distribution Quality in Diffusion Models", arXiv:2404.07724), here its low-noise end;
 - ``adaptive``: the library's ``cache.CachedDenoiser`` (TeaCache-like indicator, warm-up, cap);
 - ``calibrated``: the library's calibrated skip plans (``cache.CALIBRATED_PHASES``, written by
   ``tools/cache_calibrate.py`` from runs on ``CALIBRATION_PAIRS``);
@@ -93,6 +97,9 @@ class FixedPolicyCache:
             self.residual = torch.cat([cond + self.delta, cond])
         elif action == "ucache":
             self.residual = torch.cat([self.residual[:b], self._cond_half(model, tokens)])
+        elif action == "nocfg":  # guidance off for this step: the conditional residual for both halves
+            cond = self._cond_half(model, tokens)
+            self.residual = torch.cat([cond, cond])
         elif action == "skipx":
             (i0, r0), (i1, r1) = self.history
             return tokens.video + torch.lerp(r0, r1, (self.step - i0) / (i1 - i0)), tokens.text
@@ -298,9 +305,27 @@ def fixed_policies() -> list[tuple[str, int, Policy]]:
     ]
 
 
+def guidance_interval_policies() -> list[tuple[str, int, Policy]]:
+    """Guidance off late in the schedule (``nocfg``: one row a step), alone and mixed with skips."""
+    return [
+        ("full < 25, then guidance off", 50, _from(25, 1, "nocfg", "nocfg")),
+        ("full < 35, then guidance off", 50, _from(35, 1, "nocfg", "nocfg")),
+        ("full < 20, then guidance off 1 in 2, else reuse", 50, _from(20, 2, "skip", "nocfg")),
+        ("full < 18, then guidance off 1 in 2, else reuse", 50, _from(18, 2, "skip", "nocfg")),
+        ("full < 20, then full 1 in 3, else guidance off", 50, _from(20, 3, "nocfg")),
+        ("full < 15, then full 1 in 4, else reuse", 50, _from(15, 4, "skip")),
+        ("full < 15, then full 1 in 3, else guidance off / reuse", 50,
+         lambda i, n: "full" if i < 15 or i == n - 1 else ("full", "nocfg", "skip")[(i - 15) % 3]),
+        ("full < 10, then guidance off 1 in 2, else reuse (25 steps)", 25, _from(10, 2, "skip", "nocfg")),
+        ("full < 12, then guidance off (25 steps)", 25, _from(12, 1, "nocfg", "nocfg")),
+        ("full < 10, then full 1 in 2, else guidance off (25 steps)", 25, _from(10, 2, "nocfg")),
+        ("full < 8, then full 1 in 3, else guidance off (25 steps)", 25, _from(8, 3, "nocfg")),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["fixed", "adaptive", "calibrated", "indicators"])
+    parser.add_argument("--only", choices=["fixed", "adaptive", "calibrated", "indicators", "guidance"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
@@ -322,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
                           study.adaptive(threshold=0.8, start=0.4, max_skips=max_skips))
     if args.only in (None, "fixed"):
         for name, steps, policy in fixed_policies():
+            study.measure(name, steps, study.fixed(policy))
+    if args.only in (None, "guidance"):
+        for name, steps, policy in guidance_interval_policies():
             study.measure(name, steps, study.fixed(policy))
     return 0
 
