@@ -194,7 +194,7 @@ def train_transformer(
         idx = torch.randint(0, len(latent_set), (args.batch,), generator=gen)
         first_weight = args.first_frame_weight if i2v else 1.0
         loss = diffusion_loss(model, latent_set, emb, empty, idx, table, scale, gen, i2v, args.high_t, first_weight,
-                              args.object_weight)
+                              args.object_weight, args.mid_t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -385,6 +385,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="share of each transformer batch with t drawn from [700, 999] (the layout-deciding steps)")
     p.add_argument("--first-frame-weight", type=float, default=1.0,
                    help="i2v: loss weight of latent frame 0, the frame copied from the condition")
+    p.add_argument("--mid-t", type=float, default=0.0,
+                   help="t2v / i2v: share of each batch with t drawn from [200, 700) (the shape-deciding steps)")
     p.add_argument("--object-weight", type=float, default=1.0,
                    help="t2v / i2v: loss weight of the latent pixels the object covers (~10%% of a clip)")
     p.add_argument("--t2v-heads", type=int, default=T2V_CONFIG.num_attention_heads, help="t2v attention heads (x16)")
