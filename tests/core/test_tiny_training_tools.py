@@ -157,3 +157,17 @@ def test_transformers_can_be_stored_in_half_precision(train, tmp_path):
     back = load_transformer(tmp_path / "half.safetensors", dtype=torch.float32)[0].state_dict()
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(back[name], tensor.half().float())
+
+
+def test_mid_t_draws_its_share_from_the_shape_band_and_nothing_when_off(train):
+    import train_common
+
+    table = torch.linspace(0.99, 0.01, 1000)
+    x0 = torch.zeros(4000, 1, 1, 1, 1)
+    t = train_common.noised(x0, table, torch.Generator().manual_seed(0), high_t=0.3, mid_t=0.4)[0]
+    lo, hi = train_common.MID_T
+    band = ((t >= lo) & (t < hi)).float().mean()
+    assert 0.55 < band < 0.67  # 0.4 drawn there + 0.6 x 0.5 of the others land there by chance: 0.61
+    off = train_common.noised(x0[:8], table, torch.Generator().manual_seed(0), high_t=0.3)[0]
+    same = train_common.noised(x0[:8], table, torch.Generator().manual_seed(0), high_t=0.3, mid_t=0.0)[0]
+    assert torch.equal(off, same)  # runs without --mid-t draw exactly what they drew before
