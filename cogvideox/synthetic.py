@@ -97,8 +97,14 @@ def make_clip(
     direction: str | None = None,
     frames: int = FRAMES,
     size: int = SIZE,
+    object_size: tuple[float, float] = OBJECT_SIZE,
+    travel: tuple[float, float] = TRAVEL,
 ) -> Clip:
-    """One clip; unspecified attributes, the start position, size and speed are drawn from ``generator``."""
+    """One clip; unspecified attributes, the start position, size and speed are drawn from ``generator``.
+
+    ``object_size`` and ``travel`` are ranges in pixels at 64x64, scaled with ``size`` (the
+    defaults: objects 14-20 px moving 20-28 px; larger objects span more latent pixels).
+    """
 
     def pick(options, given):
         if given is not None:
@@ -113,8 +119,8 @@ def make_clip(
 
     colour, shape, direction = pick(PALETTE, colour), pick(SHAPES, shape), pick(DIRECTIONS, direction)
     scale = size / SIZE
-    obj = uniform(*OBJECT_SIZE) * scale
-    travel = uniform(*TRAVEL) * scale
+    obj = uniform(*object_size) * scale
+    travel = uniform(*travel) * scale
     margin = obj / 2 + 1
     ux, uy = DIRECTIONS[direction]
     # the start is drawn so the object stays fully inside the frame for the whole clip

@@ -43,6 +43,23 @@ def test_objects_stay_inside_the_frame():
         assert not any(synthetic.object_mask(border[:, f : f + 1]).any() for f in range(border.shape[1]))
 
 
+def test_object_size_and_travel_ranges_are_honoured_and_stay_inside():
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(20):
+        clip = synthetic.make_clip(gen, size=128, object_size=(24.0, 30.0), travel=(14.0, 20.0))
+        area = synthetic.object_mask(clip.video[:, 0]).sum().item()
+        side = 2 * 24.0  # px at 128x128: the smallest object's side / diameter
+        assert area > 0.4 * side**2  # a triangle covers about half its box; the default 40 px box: 1600 px
+        moved = (clip.centres[-1] - clip.centres[0]).abs().sum().item()
+        assert 28.0 - 1e-3 <= moved <= 40.0 + 1e-3
+        border = torch.cat([clip.video[..., 0, :], clip.video[..., -1, :], clip.video[..., 0], clip.video[..., -1]], -1)
+        assert not any(synthetic.object_mask(border[:, f : f + 1]).any() for f in range(border.shape[1]))
+    default = synthetic.make_clip(torch.Generator().manual_seed(5))
+    explicit = synthetic.make_clip(torch.Generator().manual_seed(5), object_size=synthetic.OBJECT_SIZE,
+                                   travel=synthetic.TRAVEL)
+    assert torch.equal(default.video, explicit.video)
+
+
 def test_analysis_says_none_or_opposite_when_it_should():
     clip = synthetic.make_clip(torch.Generator().manual_seed(3), colour="red", direction="right")
     reversed_video = clip.video.flip(1)  # played backwards: moves left
