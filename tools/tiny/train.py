@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mid-t", type=float, default=0.0,
                    help="t2v / i2v: share of each batch with t drawn from [200, 700) (the shape-deciding steps)")
     p.add_argument("--object-weight", type=float, default=1.0,
-                   help="t2v / i2v: loss weight of the latent pixels the object covers (~10%% of a clip)")
+                   help="t2v, i2v, inp, control, lora: loss weight of the object's latent pixels (~21%% of a clip)")
     p.add_argument("--t2v-heads", type=int, default=T2V_CONFIG.num_attention_heads, help="t2v attention heads (x16)")
     p.add_argument("--i2v-init", choices=["t2v", "scratch"], default="t2v",
                    help="i2v without --resume: start from the written t2v model (default) or from a random init")
