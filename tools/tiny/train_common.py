@@ -331,6 +331,21 @@ def object_weights(mask: torch.Tensor, weight: float) -> torch.Tensor:
     return 1 + (weight - 1) * mask.float()
 
 
+def weighted_mse(
+    v: torch.Tensor, target: torch.Tensor, frames: tuple[int, ...] = (), frame_weight: float = 1.0,
+    mask: torch.Tensor | None = None, object_weight: float = 1.0,
+) -> torch.Tensor:
+    """MSE over ``[B, C, T, h, w]`` with latent ``frames`` weighted ``frame_weight`` and the object's
+    pixels (``mask [B, 1, T, h, w]``) ``object_weight``, normalised by the mean weight."""
+    if frame_weight == 1.0 and object_weight == 1.0:
+        return F.mse_loss(v, target)
+    weight = torch.ones(1, 1, v.shape[2], 1, 1)  # [1, 1, T, 1, 1]
+    weight[:, :, list(frames)] = frame_weight
+    if object_weight != 1.0:
+        weight = weight * object_weights(mask, object_weight)  # [B, 1, T, h, w]
+    return ((v - target).pow(2) * weight).mean() / weight.mean()
+
+
 def _draw(moments: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """A posterior sample from stacked ``[B, 2C, ...]`` moments (mean, logvar)."""
     mean, logvar = moments.chunk(2, dim=1)
@@ -380,10 +395,5 @@ def diffusion_loss(
         pad = img.new_zeros(b, img.shape[1], x0.shape[2] - 1, *img.shape[3:])
         xt = torch.cat([xt, torch.cat([img, pad], dim=2)], dim=1)  # [B, 32, T, h, w]
     v = model(xt, t, context)
-    if first_weight == 1.0 and object_weight == 1.0:
-        return F.mse_loss(v, target)
-    weight = torch.ones(1, 1, x0.shape[2], 1, 1)  # [1, 1, T, 1, 1]
-    weight[:, :, 0] = first_weight
-    if object_weight != 1.0:
-        weight = weight * object_weights(latent_set.object_mask[idx], object_weight)  # [B, 1, T, h, w]
-    return ((v - target).pow(2) * weight).mean() / weight.mean()
+    mask = latent_set.object_mask[idx] if object_weight != 1.0 else None
+    return weighted_mse(v, target, (0,), first_weight, mask, object_weight)

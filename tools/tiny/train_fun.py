@@ -17,10 +17,10 @@ from train_common import (
     lr_at,
     noised,
     object_mask,
-    object_weights,
     set_seed,
     trainable_positions,
     variant_metadata,
+    weighted_mse,
 )
 
 from cogvideox import synthetic
@@ -99,11 +99,8 @@ def inpaint_loss(model, data, emb, empty, idx, table, scale, gen, high_t, end_we
     context = drop_text(emb[data.captions(idx, gen)], empty, gen)  # [B, 226, D]
     xt = torch.cat([xt, data.condition(idx, gen, scale)], dim=1)  # [B, 33, T, h, w]
     v = model(xt, t, context)
-    weight = torch.ones(1, 1, x0.shape[2], 1, 1)
-    weight[:, :, 0] = weight[:, :, -1] = end_weight
-    if object_weight != 1.0:
-        weight = weight * object_weights(data.object_mask[idx], object_weight)  # [B, 1, T, h, w]
-    return ((v - target).pow(2) * weight).mean() / weight.mean()
+    mask = data.object_mask[idx] if object_weight != 1.0 else None
+    return weighted_mse(v, target, (0, x0.shape[2] - 1), end_weight, mask, object_weight)
 
 
 def stage_inp(args) -> None:
