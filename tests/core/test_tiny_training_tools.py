@@ -171,3 +171,23 @@ def test_mid_t_draws_its_share_from_the_shape_band_and_nothing_when_off(train):
     off = train_common.noised(x0[:8], table, torch.Generator().manual_seed(0), high_t=0.3)[0]
     same = train_common.noised(x0[:8], table, torch.Generator().manual_seed(0), high_t=0.3, mid_t=0.0)[0]
     assert torch.equal(off, same)  # runs without --mid-t draw exactly what they drew before
+
+
+def test_data_options_reach_the_sets_and_name_their_cache(train, vae):
+    """``--object-size`` / ``--travel`` draw every stage's clips (larger objects cover more latent pixels)
+    and tag the latent cache's name, so a cache of other data is never reused."""
+    import argparse
+
+    import train_common
+
+    from cogvideox import synthetic
+
+    default = argparse.Namespace(size=64, object_size=list(synthetic.OBJECT_SIZE), travel=list(synthetic.TRAVEL))
+    large = argparse.Namespace(size=64, object_size=[24.0, 30.0], travel=[14.0, 20.0])
+    assert train_common.data_name(default) == "64"
+    assert train_common.data_name(large) == "64_o24-30_t14-20"
+    assert train_common.clip_options(large) == {"size": 64, "object_size": (24.0, 30.0), "travel": (14.0, 20.0)}
+    sets = [train_common.LatentSet(vae, 8, torch.Generator().manual_seed(0), batch=8, **train_common.clip_options(a))
+            for a in (default, large)]
+    small, big = sets
+    assert big.object_mask.float().mean() > 1.3 * small.object_mask.float().mean()  # measured 0.36 vs 0.24

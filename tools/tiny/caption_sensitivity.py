@@ -33,14 +33,16 @@ WORDS = {"colour": synthetic.PALETTE, "shape": synthetic.SHAPES, "direction": sy
 
 
 @torch.no_grad()
-def probe(models: tiny_eval.Models, size: int, timesteps: list[int], clips: int = 12, seed: int = 777) -> dict:
+def probe(
+    models: tiny_eval.Models, size: int, timesteps: list[int], clips: int = 12, seed: int = 777, **clip_options
+) -> dict:
     """``{t: {"colour": change, "shape": change, "direction": change, "shape_ok": share}}``."""
     model, _ = models.t2v
     scale = models.vae.config.scaling_factor
     table = alphas_cumprod(SchedulerConfig(snr_shift_scale=train_common.SNR_SHIFT))
     gen = torch.Generator().manual_seed(seed)
     cases = [tiny_eval.CAPTIONS[(k * 4) % len(tiny_eval.CAPTIONS)] for k in range(clips)]  # every shape
-    videos = [synthetic.make_clip(gen, colour=c, shape=s, direction=d, size=size) for c, s, d in cases]
+    videos = [synthetic.make_clip(gen, colour=c, shape=s, direction=d, size=size, **clip_options) for c, s, d in cases]
     latents = [models.vae.encode_moments(v.video[None])[0] * scale for v in videos]  # posterior means [1, 16, T, h, w]
     out = {}
     for t in timesteps:
@@ -76,11 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timesteps", type=int, nargs="+", default=[50, 200, 400, 700])
     parser.add_argument("--clips", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--object-size", type=float, nargs=2, default=list(synthetic.OBJECT_SIZE), metavar=("LO", "HI"))
+    parser.add_argument("--travel", type=float, nargs=2, default=list(synthetic.TRAVEL), metavar=("LO", "HI"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     models = tiny_eval.Models.load(i2v=False, folder=args.tiny.resolve())
-    probe(models, args.size, args.timesteps, args.clips)
+    probe(models, args.size, args.timesteps, args.clips, object_size=tuple(args.object_size),
+          travel=tuple(args.travel))
     return 0
 
 

@@ -124,15 +124,16 @@ class Judged:
 
 # ------------------------------------------------------------------------------ runs
 @torch.no_grad()
-def vae_round_trip(vae, clips: int = 48, seed: int = VAE_SEED, size: int | None = None) -> list[Judged]:
+def vae_round_trip(vae, clips: int = 48, seed: int = VAE_SEED, size: int | None = None, **clip_options) -> list[Judged]:
     """Encode (posterior mean) and decode ``clips`` held-out clips, 48 captions in turn, on a
-    ``size`` canvas (default: the VAE's ``sample_width``, the canvas it was trained on)."""
+    ``size`` canvas (default: the VAE's ``sample_width``, the canvas it was trained on); ``clip_options``:
+    make_clip's ``object_size`` / ``travel``."""
     size = size or vae.config.sample_width
     gen = torch.Generator().manual_seed(seed)
     out = []
     for k in range(clips):
         colour, shape, direction = CAPTIONS[k % len(CAPTIONS)]
-        clip = synthetic.make_clip(gen, colour=colour, shape=shape, direction=direction, size=size)
+        clip = synthetic.make_clip(gen, colour=colour, shape=shape, direction=direction, size=size, **clip_options)
         rec = vae.decode(vae.encode(clip.video[None]))[0].clamp(-1, 1)  # [3, F, H, W]
         judged = evaluation.judge_clip(rec, colour, shape, direction)
         drawn = evaluation.object_masks(clip.video)  # [F, H, W]
@@ -168,14 +169,18 @@ def text_to_video(
     return out
 
 
-def first_frames(count: int = 48, seed: int = I2V_SEED, settings: Settings | None = None) -> list[synthetic.Clip]:
-    """Fresh I2V cases: synthetic clips (48 captions in turn, position, size and travel drawn); frame 0 is the input."""
+def first_frames(
+    count: int = 48, seed: int = I2V_SEED, settings: Settings | None = None, **clip_options
+) -> list[synthetic.Clip]:
+    """Fresh I2V cases: synthetic clips (48 captions in turn, position, size and travel drawn, ``clip_options``:
+    make_clip's ``object_size`` / ``travel``); frame 0 is the input."""
     settings = settings or Settings.from_workflow("image_to_video")
     gen = torch.Generator().manual_seed(seed)
     out = []
     for k in range(count):
         colour, shape, direction = CAPTIONS[k % len(CAPTIONS)]
-        out.append(synthetic.make_clip(gen, colour=colour, shape=shape, direction=direction, size=settings.width))
+        out.append(synthetic.make_clip(gen, colour=colour, shape=shape, direction=direction, size=settings.width,
+                                       **clip_options))
     return out
 
 
@@ -288,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", type=Path, default=TINY, help="folder of the models (default: the shipped tiny/)")
     parser.add_argument("--size", type=int, default=None,
                         help="canvas (square) instead of the workflows' width and height (a model trained larger)")
+    parser.add_argument("--object-size", type=float, nargs=2, default=list(synthetic.OBJECT_SIZE),
+                        metavar=("LO", "HI"), help="VAE / I2V cases: object size range at 64x64 (train.py's option)")
+    parser.add_argument("--travel", type=float, nargs=2, default=list(synthetic.TRAVEL), metavar=("LO", "HI"),
+                        help="VAE / I2V cases: travel range at 64x64 (train.py's option)")
     parser.add_argument("--cfg", type=float, default=None, help="guidance instead of the workflows' (a study)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps instead of the workflows'")
     parser.add_argument("-v", "--verbose", action="store_true", help="a line per clip")
@@ -305,11 +314,12 @@ def main(argv: list[str] | None = None) -> int:
             s = dataclasses.replace(s, cfg=args.cfg)
         return s if args.steps is None else dataclasses.replace(s, steps=args.steps)
 
+    data = {"object_size": tuple(args.object_size), "travel": tuple(args.travel)}
     out = []
     for part in parts:
         t0 = time.monotonic()
         if part == "vae":
-            judged = vae_round_trip(models.vae, args.clips)
+            judged = vae_round_trip(models.vae, args.clips, size=args.size, **data)
             table = format_table(f"VAE round trip, {args.clips} held-out clips", vae_table(judged))
         elif part == "t2v":
             s = settings("text_to_video")
@@ -319,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{s.width}x{s.height}x{s.frames}", t2v_table(judged))
         else:
             s = settings("image_to_video")
-            judged = image_to_video(models, first_frames(args.clips, settings=s), args.seeds, s)
+            judged = image_to_video(models, first_frames(args.clips, settings=s, **data), args.seeds, s)
             table = format_table(f"I2V, {args.clips} fresh first frames x seeds {args.seeds}, {s.steps} steps, "
                                  f"CFG {s.cfg}", i2v_table(judged))
         if args.verbose:

@@ -48,6 +48,8 @@ from train_common import (
     VAE_CONFIG,
     LatentSet,
     build_t5,
+    clip_options,
+    data_name,
     diffusion_loss,
     ema_update,
     encode_prompts,
@@ -144,7 +146,7 @@ def stage_vae(args) -> None:
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, args.lr_vae)
-        x, clips = synthetic.make_batch(gen, args.vae_batch, size=args.size)  # [B, 3, F, H, W]
+        x, clips = synthetic.make_batch(gen, args.vae_batch, **clip_options(args))  # [B, 3, F, H, W]
         if step % 6 != 5:  # 5 steps in 6 on crops around the object (cheaper), every 6th whole clips
             x = torch.stack([_object_crop(v, c, gen, args.vae_crop) for v, c in zip(x, clips, strict=True)])
             # [B, 3, F, crop, crop]
@@ -159,16 +161,17 @@ def stage_vae(args) -> None:
             log.info("vae step %d/%d loss %.4f rec %.4f kl %.3f (%.0f s)", step, steps, loss.item(), rec.item(),
                      kl.item(), time.time() - t0)
         if args.save_every and (step + 1) % (5 * args.save_every) == 0 and step + 1 < steps:
-            save_vae(vae, config, args.size, clips=8)  # a checkpoint, so a run can be stopped early
-    save_vae(vae, config, args.size, clips=32)
+            save_vae(vae, config, clip_options(args), clips=8)  # a checkpoint, so a run can be stopped early
+    save_vae(vae, config, clip_options(args), clips=32)
     log.info("vae: %d params, %.0f s", n_params, time.time() - t0)
 
 
-def save_vae(vae: CogVideoXVAE, config: VAEConfig, size: int, clips: int) -> None:
-    """Write the VAE with scaling_factor = 1 / std of its posterior samples on ``clips`` eval clips."""
+def save_vae(vae: CogVideoXVAE, config: VAEConfig, clip: dict, clips: int) -> None:
+    """Write the VAE with scaling_factor = 1 / std of its posterior samples on ``clips`` eval clips
+    (drawn with ``clip``, make_clip's data options)."""
     vae.eval()
     eval_gen = torch.Generator().manual_seed(12345)
-    x, _ = synthetic.make_batch(eval_gen, clips, size=size)
+    x, _ = synthetic.make_batch(eval_gen, clips, **clip)
     with torch.no_grad():
         mean, logvar = vae.encode_moments(x)
         z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=eval_gen)
@@ -219,12 +222,12 @@ def _prepare(args):
     if not _PREPARED:
         vae = load_vae(PATHS.vae).float().eval()
         t0 = time.time()
-        cache = args.out / f"latents_{args.clips}_{args.size}.pt"  # shared by runs on the same VAE (--latents-cache)
+        cache = args.out / f"latents_{args.clips}_{data_name(args)}.pt"  # shared by runs on the same VAE and data
         if args.latents_cache and cache.exists() and cache.stat().st_mtime > PATHS.vae.stat().st_mtime:
             latent_set = LatentSet.load(cache, vae)
         else:
             gen = torch.Generator().manual_seed(args.seed + 2)
-            latent_set = LatentSet(vae, args.clips, gen, i2v=True, size=args.size)
+            latent_set = LatentSet(vae, args.clips, gen, i2v=True, **clip_options(args))
             if args.latents_cache:
                 latent_set.save(cache)
         t5, tok = load_t5(PATHS.t5), tokenizer()
@@ -364,6 +367,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--kl-weight", type=float, default=1e-3)
     p.add_argument("--size", type=int, default=synthetic.SIZE,
                    help="canvas (square, pixels): objects and travel scale with it (synthetic.make_clip)")
+    p.add_argument("--object-size", type=float, nargs=2, default=list(synthetic.OBJECT_SIZE), metavar=("LO", "HI"),
+                   help="object side / diameter range in pixels at 64x64, scaled with --size (every stage's data)")
+    p.add_argument("--travel", type=float, nargs=2, default=list(synthetic.TRAVEL), metavar=("LO", "HI"),
+                   help="pixels moved from the first to the last frame at 64x64, scaled with --size")
     p.add_argument("--vae-channels", type=lambda s: [int(c) for c in s.split(",")],
                    default=list(VAE_CONFIG.block_out_channels), help="VAE block_out_channels, e.g. 16,32,64,64")
     p.add_argument("--vae-ghost-weight", action="store_true",

@@ -146,6 +146,19 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
             e.lerp_(p, 1 - decay)
 
 
+def clip_options(args) -> dict:
+    """make_clip's data options from the shared ``--size``, ``--object-size`` and ``--travel`` arguments."""
+    return {"size": args.size, "object_size": tuple(args.object_size), "travel": tuple(args.travel)}
+
+
+def data_name(args) -> str:
+    """A file-name tag of the data options: ``128`` for the default objects, ``128_o24-30_t14-20`` otherwise."""
+    name = str(args.size)
+    if tuple(args.object_size) != synthetic.OBJECT_SIZE or tuple(args.travel) != synthetic.TRAVEL:
+        name += "_o{:g}-{:g}_t{:g}-{:g}".format(*args.object_size, *args.travel)
+    return name
+
+
 def variant_metadata(name: str, scaling_factor: float, size: int = synthetic.SIZE) -> dict:
     return {
         "name": name,
@@ -241,14 +254,13 @@ class LatentSet:
     """
 
     def __init__(
-        self, vae: CogVideoXVAE, count: int, gen: torch.Generator, batch: int = 32, i2v: bool = False,
-        size: int = synthetic.SIZE,
+        self, vae: CogVideoXVAE, count: int, gen: torch.Generator, batch: int = 32, i2v: bool = False, **clip,
     ):
         means, firsts, captions = [], [], []
         self.vae = vae
         with torch.no_grad():
             for start in range(0, count, batch):
-                x, clips = synthetic.make_batch(gen, min(batch, count - start), size=size)  # [B, 3, F, H, W]
+                x, clips = synthetic.make_batch(gen, min(batch, count - start), **clip)  # [B, 3, F, H, W]
                 means.append(torch.cat(vae.encode_moments(x), dim=1))  # [B, 32, T, h, w]: mean, logvar
                 if i2v:
                     firsts.append(x[:, :, :1].clone())  # [B, 3, 1, H, W]

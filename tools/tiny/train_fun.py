@@ -12,6 +12,7 @@ from train_common import (
     PATHS,
     _draw,
     _text_and_schedule,
+    clip_options,
     drop_text,
     ema_update,
     lr_at,
@@ -43,7 +44,7 @@ class InpaintSet:
     """
 
     def __init__(
-        self, vae: CogVideoXVAE, count: int, gen: torch.Generator, batch: int = 32, size: int = synthetic.SIZE
+        self, vae: CogVideoXVAE, count: int, gen: torch.Generator, batch: int = 32, **clip
     ):
         from cogvideox import conditioning
 
@@ -51,7 +52,7 @@ class InpaintSet:
         moments, latents, masks, captions = [], {m: [] for m in INP_MODES}, {m: [] for m in INP_MODES}, []
         with torch.no_grad():
             for start in range(0, count, batch):
-                x, clips = synthetic.make_batch(gen, min(batch, count - start), size=size)  # [B, 3, F, H, W]
+                x, clips = synthetic.make_batch(gen, min(batch, count - start), **clip)  # [B, 3, F, H, W]
                 b, _, f, h, w = x.shape
                 moments.append(torch.cat(vae.encode_moments(x), dim=1))
                 lat_shape = moments[-1].shape
@@ -133,7 +134,7 @@ def stage_inp(args) -> None:
         log.info("wrote %s (0 steps: the tiny i2v with its input channels rewired)", PATHS.inp)
         return
     t0 = time.time()
-    data = InpaintSet(vae, args.clips, torch.Generator().manual_seed(args.seed + 6), size=args.size)
+    data = InpaintSet(vae, args.clips, torch.Generator().manual_seed(args.seed + 6), **clip_options(args))
     log.info("inp: encoded %d clips x %d modes in %.0f s", len(data), len(INP_MODES), time.time() - t0)
     emb, empty, table = _text_and_schedule(data)
     _fine_tune(model, args, data, emb, empty, table, scale, gen, save, "inp", PATHS.inp)
@@ -154,13 +155,12 @@ class ControlSet:
     """
 
     def __init__(
-        self, vae: CogVideoXVAE, count: int, gen: torch.Generator, batch: int = 32, swap: float = 0.0,
-        size: int = synthetic.SIZE,
+        self, vae: CogVideoXVAE, count: int, gen: torch.Generator, batch: int = 32, swap: float = 0.0, **clip
     ):
         moments, controls, kinds = [], [], []
         with torch.no_grad():
             for start in range(0, count, batch):
-                x, clips = synthetic.make_batch(gen, min(batch, count - start), size=size)  # [B, 3, F, H, W]
+                x, clips = synthetic.make_batch(gen, min(batch, count - start), **clip)  # [B, 3, F, H, W]
                 moments.append(torch.cat(vae.encode_moments(x), dim=1))
                 silhouette = torch.stack([_silhouette(v) for v in x]) * 2 - 1  # [B, 1, F, H, W]
                 controls.append(vae.encode_moments(silhouette.expand(-1, 3, -1, -1, -1).contiguous())[0])
@@ -218,7 +218,7 @@ def stage_control(args) -> None:
         return
     t0 = time.time()
     data = ControlSet(vae, args.clips, torch.Generator().manual_seed(args.seed + 8), swap=args.control_swap,
-                      size=args.size)
+                      **clip_options(args))
     log.info("control: encoded %d clips in %.0f s", len(data), time.time() - t0)
     emb, empty, table = _text_and_schedule(data)
     _fine_tune(model, args, data, emb, empty, table, scale, gen, save, "control", PATHS.control)

@@ -14,6 +14,7 @@ from train_common import (
     PATHS,
     SNR_SHIFT,
     LatentSet,
+    clip_options,
     diffusion_loss,
     encode_prompts,
     load_t5,
@@ -64,13 +65,12 @@ class RecolouredSet(LatentSet):
     """Clips with every object drawn in ``colour``, each keeping the caption of its original colour."""
 
     def __init__(
-        self, vae: CogVideoXVAE, count: int, gen: torch.Generator, colour: str, batch: int = 32,
-        size: int = synthetic.SIZE,
+        self, vae: CogVideoXVAE, count: int, gen: torch.Generator, colour: str, batch: int = 32, **clip
     ):
         means, captions = [], []
         with torch.no_grad():
             for start in range(0, count, batch):
-                _, clips = synthetic.make_batch(gen, min(batch, count - start), size=size)
+                _, clips = synthetic.make_batch(gen, min(batch, count - start), **clip)
                 x = torch.stack([recolour(c.video, c.colour, colour) for c in clips])  # [B, 3, F, H, W]
                 means.append(torch.cat(vae.encode_moments(x), dim=1))
                 captions += [c.caption for c in clips]
@@ -102,7 +102,7 @@ def stage_lora(args) -> None:
     gen = set_seed(args.seed + 21)
     t0 = time.time()
     data = RecolouredSet(vae, args.lora_clips, torch.Generator().manual_seed(args.seed + 22), LORA_COLOUR,
-                         size=args.size)
+                         **clip_options(args))
     t5, tok = load_t5(PATHS.t5), tokenizer()
     emb, empty = encode_prompts(t5, tok, data.prompts), encode_prompts(t5, tok, [""])
     log.info("lora: encoded %d %s clips, %d prompts in %.0f s", len(data), LORA_COLOUR, len(data.prompts),
