@@ -191,3 +191,19 @@ def test_data_options_reach_the_sets_and_name_their_cache(train, vae):
             for a in (default, large)]
     small, big = sets
     assert big.object_mask.float().mean() > 1.3 * small.object_mask.float().mean()  # measured 0.36 vs 0.24
+
+
+def test_decoder_crops_line_up_with_the_latents(train):
+    """``train_decoder.latent_crops``: the pixel crop is exactly the 8x region of the latent crop, around the object."""
+    import torch.nn.functional as F
+    import train_decoder
+
+    from cogvideox import synthetic
+
+    x, clips = synthetic.make_batch(torch.Generator().manual_seed(1), 3, size=128)  # [3, 3, 9, 128, 128]
+    z = F.avg_pool3d(x, (1, 8, 8))  # [3, 3, 9, 16, 16]: a stand-in latent whose pixels are the 8x8 means
+    zc, xc = train_decoder.latent_crops(z, x, clips, torch.Generator().manual_seed(2), crop=48)
+    assert zc.shape == (3, 3, 9, 6, 6) and xc.shape == (3, 3, 9, 48, 48)
+    torch.testing.assert_close(F.avg_pool3d(xc, (1, 8, 8)), zc)
+    for crop in xc:  # the object is in every crop
+        assert synthetic.object_mask(crop[:, 4]).any()

@@ -91,6 +91,13 @@ def stage_t5(args) -> None:
 def vae_loss(vae: CogVideoXVAE, x: torch.Tensor, gen: torch.Generator, kl_weight: float, ghosts: bool = False):
     mean, logvar = vae.encode_moments(x, frame_batch=None)
     z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen)
+    rec_loss, rec = reconstruction_loss(vae, z, x, ghosts)
+    kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).mean()
+    return rec_loss + kl_weight * kl, rec_loss, kl, rec
+
+
+def reconstruction_loss(vae: CogVideoXVAE, z: torch.Tensor, x: torch.Tensor, ghosts: bool = False):
+    """Decode ``z`` and compare with ``x``: L1 + L2, object pixels weighted 5x; (loss, reconstruction)."""
     rec = vae.decode(z, frame_batch=None)
     # object pixels are a few percent of the frame: weight them up so shapes and colours come out sharp;
     # ``ghosts``: also where the reconstruction leaves the background (trails of a moving object)
@@ -100,9 +107,7 @@ def vae_loss(vae: CogVideoXVAE, x: torch.Tensor, gen: torch.Generator, kl_weight
         off = torch.maximum(off, (rec.detach() - bg).abs().amax(dim=1, keepdim=True))
     weight = 1.0 + 4.0 * off.gt(0.1).float()  # [B, 1, F, H, W]
     err = (rec - x).abs() + (rec - x) ** 2
-    rec_loss = (err * weight).mean()
-    kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).mean()
-    return rec_loss + kl_weight * kl, rec_loss, kl, rec
+    return (err * weight).mean(), rec
 
 
 def _object_crop(video: torch.Tensor, clip: synthetic.Clip, gen: torch.Generator, size: int = 32) -> torch.Tensor:
@@ -135,10 +140,17 @@ def stage_vae(args) -> None:
         vae.load_state_dict(load_vae(PATHS.vae).state_dict())
         vae.train().requires_grad_(True)
         gen = set_seed(args.seed + 11)
+    keep_scale, x0_batches = None, None
     if args.vae_decoder_only:  # the latent space stays as it is (transformers trained on it stay valid)
         vae.encoder.requires_grad_(False)
         if vae.quant_conv is not None:
             vae.quant_conv.requires_grad_(False)
+        keep_scale = load_vae(PATHS.vae).config.scaling_factor  # the transformers' latent scale, whatever the data
+        if args.vae_x0_model:
+            from train_decoder import DecoderBatches, X0Inputs
+
+            x0 = X0Inputs(args.vae_x0_model, keep_scale, args.vae_x0_t)
+            x0_batches = DecoderBatches(vae, x0, clip_options(args), args.vae_x0_share, args.vae_crop, args.vae_batch)
     trained = [p for p in vae.parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in trained)
     opt = torch.optim.AdamW(trained, lr=args.lr_vae, weight_decay=0.0)
@@ -146,13 +158,18 @@ def stage_vae(args) -> None:
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, args.lr_vae)
-        x, clips = synthetic.make_batch(gen, args.vae_batch, **clip_options(args))  # [B, 3, F, H, W]
-        if step % 6 != 5:  # 5 steps in 6 on crops around the object (cheaper), every 6th whole clips
-            x = torch.stack([_object_crop(v, c, gen, args.vae_crop) for v, c in zip(x, clips, strict=True)])
-            # [B, 3, F, crop, crop]
-        elif args.size > synthetic.SIZE:
-            x = x[:1]  # a whole large canvas costs as much as a batch of crops
-        loss, rec, kl, _ = vae_loss(vae, x, gen, args.kl_weight, args.vae_ghost_weight)
+        if x0_batches is not None and step % 6 != 5:  # crops of x0 predictions and of posterior samples
+            z, x = x0_batches(step, gen)  # [B, 16, T, c/8, c/8], [B, 3, F, c, c]
+            rec, _ = reconstruction_loss(vae, z, x, args.vae_ghost_weight)
+            loss, kl = rec, torch.zeros(())
+        else:
+            x, clips = synthetic.make_batch(gen, args.vae_batch, **clip_options(args))  # [B, 3, F, H, W]
+            if step % 6 != 5:  # 5 steps in 6 on crops around the object (cheaper), every 6th whole clips
+                x = torch.stack([_object_crop(v, c, gen, args.vae_crop) for v, c in zip(x, clips, strict=True)])
+                # [B, 3, F, crop, crop]
+            elif args.size > synthetic.SIZE:
+                x = x[:1]  # a whole large canvas costs as much as a batch of crops
+            loss, rec, kl, _ = vae_loss(vae, x, gen, args.kl_weight, args.vae_ghost_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
@@ -161,14 +178,14 @@ def stage_vae(args) -> None:
             log.info("vae step %d/%d loss %.4f rec %.4f kl %.3f (%.0f s)", step, steps, loss.item(), rec.item(),
                      kl.item(), time.time() - t0)
         if args.save_every and (step + 1) % (5 * args.save_every) == 0 and step + 1 < steps:
-            save_vae(vae, config, clip_options(args), clips=8)  # a checkpoint, so a run can be stopped early
-    save_vae(vae, config, clip_options(args), clips=32)
+            save_vae(vae, config, clip_options(args), clips=8, scale=keep_scale)  # a checkpoint (stop early)
+    save_vae(vae, config, clip_options(args), clips=32, scale=keep_scale)
     log.info("vae: %d params, %.0f s", n_params, time.time() - t0)
 
 
-def save_vae(vae: CogVideoXVAE, config: VAEConfig, clip: dict, clips: int) -> None:
+def save_vae(vae: CogVideoXVAE, config: VAEConfig, clip: dict, clips: int, scale: float | None = None) -> None:
     """Write the VAE with scaling_factor = 1 / std of its posterior samples on ``clips`` eval clips
-    (drawn with ``clip``, make_clip's data options)."""
+    (drawn with ``clip``, make_clip's data options), or ``scale`` when given (a decoder-only run keeps it)."""
     vae.eval()
     eval_gen = torch.Generator().manual_seed(12345)
     x, _ = synthetic.make_batch(eval_gen, clips, **clip)
@@ -176,7 +193,7 @@ def save_vae(vae: CogVideoXVAE, config: VAEConfig, clip: dict, clips: int) -> No
         mean, logvar = vae.encode_moments(x)
         z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=eval_gen)
         rec = vae.decode(mean)
-    scale = 1.0 / float(z.std())
+    scale = scale or 1.0 / float(z.std())
     log.info("vae eval PSNR %.2f dB on %d clips, latent std %.4f -> scaling_factor %.4f",
              synthetic.psnr(rec, x), clips, float(z.std()), scale)
     PATHS.vae.parent.mkdir(parents=True, exist_ok=True)
@@ -377,6 +394,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="VAE: weight object pixels of the reconstruction too (its trails), not only of the clip")
     p.add_argument("--vae-decoder-only", action="store_true",
                    help="VAE --resume: train the decoder alone (the encoder, hence the latent space, frozen)")
+    p.add_argument("--vae-x0-model", type=Path, default=None,
+                   help="VAE --vae-decoder-only: a T2V transformer file whose x0 predictions the decoder also learns "
+                        "to decode to the clean clip (tools/tiny/train_decoder.py)")
+    p.add_argument("--vae-x0-t", type=int, default=300, help="--vae-x0-model: timesteps below this")
+    p.add_argument("--vae-x0-share", type=float, default=0.5, help="--vae-x0-model: share of the crops from it")
     p.add_argument("--vae-crop", type=int, default=32, help="VAE: side of the crops around the object")
     p.add_argument("--resume", action="store_true", help="continue training the model the stage already wrote")
     p.add_argument("--clips", type=int, default=1536, help="clips pre-encoded for the transformers")
