@@ -88,20 +88,27 @@ def test_ghost_weighting_charges_trails_the_clip_does_not_have(train, vae):
     assert ghosts > plain * 1.05
 
 
-def test_decoder_only_fine_tuning_leaves_the_encoder_and_the_latent_space(train, tmp_path):
+@pytest.mark.parametrize("x0", [False, True], ids=["posterior", "x0-predictions"])
+def test_decoder_only_fine_tuning_leaves_the_encoder_and_the_latent_space(train, tmp_path, x0):
+    """Also with ``--vae-x0-model`` (the decoder fed the T2V's own x0 predictions): only decoder weights
+    move and the scaling factor the transformers were trained with is kept."""
     out = tmp_path / "tiny"
     shutil.copytree(TINY / "vae", out / "vae")
-    before = train.load_vae(out / "vae" / "cogvideox_tiny_vae.safetensors").state_dict()
+    shutil.copytree(TINY / "text_encoders", out / "text_encoders")
+    file = out / "vae" / "cogvideox_tiny_vae.safetensors"
+    before = train.load_vae(file)
+    extra = ["--vae-x0-model", str(TINY / "diffusion_models" / "cogvideox_tiny_t2v.safetensors")] if x0 else []
     threads = torch.get_num_threads()
     try:
         train.main(["--stage", "vae", "--resume", "--vae-decoder-only", "--out", str(out), "--vae-steps", "1",
-                    "--vae-batch", "1", "--threads", "1", "--lr-vae", "1e-2"])
+                    "--vae-batch", "1", "--threads", "1", "--lr-vae", "1e-2", *extra])
     finally:
         train.PATHS.set_out(TINY)  # main() pointed the module's paths at the temporary folder
         torch.set_num_threads(threads)
-    after = train.load_vae(out / "vae" / "cogvideox_tiny_vae.safetensors").state_dict()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    after = train.load_vae(file)
+    changed = {k for k, v in before.state_dict().items() if not torch.equal(v, after.state_dict()[k])}
     assert changed and all(k.startswith("decoder.") for k in changed), sorted(changed)[:5]
+    assert after.config.scaling_factor == before.config.scaling_factor
 
 
 def test_object_mask_finds_the_object_in_the_latents_and_weights_its_loss(train, vae):
@@ -207,3 +214,25 @@ def test_decoder_crops_line_up_with_the_latents(train):
     torch.testing.assert_close(F.avg_pool3d(xc, (1, 8, 8)), zc)
     for crop in xc:  # the object is in every crop
         assert synthetic.object_mask(crop[:, 4]).any()
+
+
+def test_x0_inputs_are_the_models_predictions_in_the_vaes_space(train, vae, monkeypatch):
+    """``train_decoder.X0Inputs``: at t = 0 the x0 prediction is the latent itself (unscaled back); at high
+    noise it is the model's guess, far from it."""
+    import train_decoder
+
+    from cogvideox import synthetic
+
+    monkeypatch.setattr(train_decoder.PATHS, "t5", TINY / "text_encoders" / "cogvideox_tiny_t5.safetensors")
+    t2v = TINY / "diffusion_models" / "cogvideox_tiny_t2v.safetensors"
+    x, clips = synthetic.make_batch(torch.Generator().manual_seed(3), 2)
+    with torch.no_grad():
+        mean = vae.encode_moments(x)[0]  # [2, 16, 3, 8, 8]
+    captions = [c.caption for c in clips]
+    near = train_decoder.X0Inputs(t2v, vae.config.scaling_factor, t_max=1)(mean, captions, torch.Generator())
+    far = train_decoder.X0Inputs(t2v, vae.config.scaling_factor, t_max=1000)(mean, captions, torch.Generator())
+
+    def rel(a: torch.Tensor) -> float:
+        return float((a - mean).norm() / mean.norm())
+
+    assert rel(near) < 0.05 and rel(far) > 3 * rel(near), (rel(near), rel(far))  # measured 0.026, 0.144
