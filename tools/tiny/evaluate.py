@@ -293,10 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", type=Path, default=TINY, help="folder of the models (default: the shipped tiny/)")
     parser.add_argument("--size", type=int, default=None,
                         help="canvas (square) instead of the workflows' width and height (a model trained larger)")
-    parser.add_argument("--object-size", type=float, nargs=2, default=list(synthetic.OBJECT_SIZE),
-                        metavar=("LO", "HI"), help="VAE / I2V cases: object size range at 64x64 (train.py's option)")
-    parser.add_argument("--travel", type=float, nargs=2, default=list(synthetic.TRAVEL), metavar=("LO", "HI"),
-                        help="VAE / I2V cases: travel range at 64x64 (train.py's option)")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import train_common  # tools/tiny/train_common.py: the trainer's data options, for the VAE / I2V cases
+
+    train_common.add_data_arguments(parser)
     parser.add_argument("--cfg", type=float, default=None, help="guidance instead of the workflows' (a study)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps instead of the workflows'")
     parser.add_argument("-v", "--verbose", action="store_true", help="a line per clip")

@@ -47,6 +47,7 @@ from train_common import (
     T5_CONFIG,
     VAE_CONFIG,
     LatentSet,
+    add_data_arguments,
     build_t5,
     clip_options,
     data_name,
@@ -55,6 +56,7 @@ from train_common import (
     encode_prompts,
     load_t5,
     lr_at,
+    object_window,
     set_seed,
     t5_state,
     tokenizer,
@@ -112,10 +114,7 @@ def reconstruction_loss(vae: CogVideoXVAE, z: torch.Tensor, x: torch.Tensor, gho
 
 def _object_crop(video: torch.Tensor, clip: synthetic.Clip, gen: torch.Generator, size: int = 32) -> torch.Tensor:
     """A ``size`` x ``size`` crop ``[3, F, size, size]`` around the object's mid-clip position, jittered."""
-    full = video.shape[-1]
-    mid = clip.centres[clip.centres.shape[0] // 2]  # (x, y)
-    jitter = (torch.rand(2, generator=gen) - 0.5) * size * 0.5
-    left, top = ((mid + jitter - size / 2).round().clamp(0, full - size)).long().tolist()
+    left, top = object_window(clip, gen, size, video.shape[-1])
     return video[..., top : top + size, left : left + size]
 
 
@@ -384,10 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--kl-weight", type=float, default=1e-3)
     p.add_argument("--size", type=int, default=synthetic.SIZE,
                    help="canvas (square, pixels): objects and travel scale with it (synthetic.make_clip)")
-    p.add_argument("--object-size", type=float, nargs=2, default=list(synthetic.OBJECT_SIZE), metavar=("LO", "HI"),
-                   help="object side / diameter range in pixels at 64x64, scaled with --size (every stage's data)")
-    p.add_argument("--travel", type=float, nargs=2, default=list(synthetic.TRAVEL), metavar=("LO", "HI"),
-                   help="pixels moved from the first to the last frame at 64x64, scaled with --size")
+    add_data_arguments(p)
     p.add_argument("--vae-channels", type=lambda s: [int(c) for c in s.split(",")],
                    default=list(VAE_CONFIG.block_out_channels), help="VAE block_out_channels, e.g. 16,32,64,64")
     p.add_argument("--vae-ghost-weight", action="store_true",

@@ -146,6 +146,23 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
             e.lerp_(p, 1 - decay)
 
 
+def add_data_arguments(parser) -> None:
+    """``--object-size`` / ``--travel``: make_clip's ranges (pixels at 64x64, scaled with the canvas)."""
+    parser.add_argument("--object-size", type=float, nargs=2, default=list(synthetic.OBJECT_SIZE), metavar=("LO", "HI"),
+                        help="object side / diameter range in pixels at 64x64, scaled with --size (every stage's data)")
+    parser.add_argument("--travel", type=float, nargs=2, default=list(synthetic.TRAVEL), metavar=("LO", "HI"),
+                        help="pixels moved from the first to the last frame at 64x64, scaled with --size")
+
+
+def object_window(clip: synthetic.Clip, gen: torch.Generator, side: int, full: int, grid: int = 1) -> tuple[int, int]:
+    """(left, top) of a ``side`` x ``side`` window (in units of ``grid`` pixels, on a ``full``-unit canvas)
+    around the object's mid-clip position, jittered by up to a quarter of the side."""
+    mid = clip.centres[clip.centres.shape[0] // 2] / grid  # (x, y)
+    jitter = (torch.rand(2, generator=gen) - 0.5) * side * 0.5
+    left, top = ((mid + jitter - side / 2).round().clamp(0, full - side)).long().tolist()
+    return left, top
+
+
 def clip_options(args) -> dict:
     """make_clip's data options from the shared ``--size``, ``--object-size`` and ``--travel`` arguments."""
     return {"size": args.size, "object_size": tuple(args.object_size), "travel": tuple(args.travel)}

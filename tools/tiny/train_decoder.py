@@ -21,9 +21,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from train_common import PATHS, SNR_SHIFT, encode_prompts, load_t5, tokenizer
+from train_common import PATHS, SNR_SHIFT, encode_prompts, load_t5, object_window, tokenizer
 
-from cogvideox import synthetic
+from cogvideox import guidance, synthetic
 from cogvideox.configs import SchedulerConfig
 from cogvideox.loading import load_transformer
 from cogvideox.schedules import alphas_cumprod
@@ -54,9 +54,10 @@ class X0Inputs:
         a = self.table[t].view(b, 1, 1, 1, 1)
         xt = a.sqrt() * z0 + (1 - a).sqrt() * torch.randn(z0.shape, generator=gen)
         emb = self.emb[[self.captions.index(c) for c in captions]]  # [B, 226, D]
-        v_cond = self.model(xt, t, emb)
-        v_uncond = self.model(xt, t, self.empty.expand(b, -1, -1))
-        v = v_uncond + self.cfg * (v_cond - v_uncond)  # classifier-free guidance, as the sampler node runs it
+        v = guidance.guided(  # classifier-free guidance, uncond and cond in one batch, as the sampler node runs it
+            lambda xs, ctx: self.model(xs, t.repeat(xs.shape[0] // b), ctx), xt, emb,
+            self.empty.expand(b, -1, -1), self.cfg, True,
+        )
         return (a.sqrt() * xt - (1 - a).sqrt() * v) / self.scale  # x0 from the v-prediction
 
 
@@ -65,12 +66,10 @@ def latent_crops(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Matching crops around each object: latents ``[B, 16, T, crop/8, crop/8]`` and pixels
     ``[B, 3, F, crop, crop]`` (8-pixel aligned, so the decoder's output lines up with the target)."""
-    side, full = crop // 8, z.shape[-1]
+    side = crop // 8
     zs, xs = [], []
     for zi, xi, clip in zip(z, x, clips, strict=True):
-        mid = clip.centres[clip.centres.shape[0] // 2] / 8  # (x, y) in latent pixels
-        jitter = (torch.rand(2, generator=gen) - 0.5) * side * 0.5
-        left, top = ((mid + jitter - side / 2).round().clamp(0, full - side)).long().tolist()
+        left, top = object_window(clip, gen, side, z.shape[-1], grid=8)  # in latent pixels
         zs.append(zi[..., top : top + side, left : left + side])
         xs.append(xi[..., 8 * top : 8 * (top + side), 8 * left : 8 * (left + side)])
     return torch.stack(zs), torch.stack(xs)
@@ -96,8 +95,9 @@ class DecoderBatches:
         x, clips, mean, logvar = self.pool
         idx = torch.randint(len(clips), (self.batch,), generator=gen)
         picked = [clips[i] for i in idx.tolist()]
-        with torch.no_grad():
-            z = mean[idx] + torch.exp(0.5 * logvar[idx]) * torch.randn(mean[idx].shape, generator=gen)
-            use = (torch.rand(self.batch, generator=gen) < self.x0_share).view(-1, 1, 1, 1, 1)
-            z = torch.where(use, self.x0(mean[idx], [c.caption for c in picked], gen), z)
+        mean, logvar = mean[idx], logvar[idx]  # [B, 16, T, h, w]
+        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen)
+        use = torch.rand(self.batch, generator=gen) < self.x0_share  # [B]
+        if use.any():  # the transformer runs only on the samples that take its prediction
+            z[use] = self.x0(mean[use], [c.caption for c, u in zip(picked, use.tolist(), strict=True) if u], gen)
         return latent_crops(z, x[idx], picked, gen, self.crop)
