@@ -27,8 +27,11 @@ DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up"
 
 FRAMES = 9
 SIZE = 64
-OBJECT_SIZE = (14.0, 20.0)  # side / diameter in pixels at 64x64 (scaled with the size)
-TRAVEL = (20.0, 28.0)  # pixels moved from the first to the last frame at 64x64
+TINY_SIZE = 128  # the canvas the shipped tiny CogVideoX models are trained and run at
+OBJECT_SIZE = (24.0, 30.0)  # side / diameter in pixels at 64x64 (scaled with the size)
+TRAVEL = (14.0, 20.0)  # pixels moved from the first to the last frame at 64x64
+# The earlier, smaller and faster objects: the data of the tiny VideoCrafter models (64x64).
+SMALL_OBJECTS: dict[str, tuple[float, float]] = {"object_size": (14.0, 20.0), "travel": (20.0, 28.0)}
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,8 @@ def make_clip(
     """One clip; unspecified attributes, the start position, size and speed are drawn from ``generator``.
 
     ``object_size`` and ``travel`` are ranges in pixels at 64x64, scaled with ``size`` (the
-    defaults: objects 14-20 px moving 20-28 px; larger objects span more latent pixels).
+    defaults: objects 24-30 px moving 14-20 px, the shipped tiny CogVideoX models' data, so that
+    a shape spans enough latent pixels at 8x compression; ``SMALL_OBJECTS`` the earlier ranges).
     """
 
     def pick(options, given):

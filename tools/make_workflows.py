@@ -50,7 +50,10 @@ FUN_CONTROL = "cogvideox_tiny_fun_control.safetensors"
 LORA = "cogvideox_tiny_blue_lora.safetensors"
 VC_T2V = "videocrafter_tiny_t2v.safetensors"
 VC_I2V = "videocrafter_tiny_i2v.safetensors"
-SIZE = dict(width=64, height=64)
+SIZE = dict(width=synthetic.TINY_SIZE, height=synthetic.TINY_SIZE)  # the tiny CogVideoX's trained canvas, 128x128
+SIDE = 54  # its objects' side: 24-30 px at 64x64 (synthetic.OBJECT_SIZE), so 48-60 px at 128
+VC_SIZE = dict(width=64, height=64)  # the tiny VideoCrafter's, objects 14-20 px (synthetic.SMALL_OBJECTS)
+VC_SIDE = 16
 SAMPLING = dict(seed=42, steps=25, cfg=6.0, scheduler="auto", dynamic_cfg=False)
 KSAMPLING = dict(seed=42, steps=25, cfg=6.0, sampler_name="euler", scheduler="simple", denoise=1.0)
 
@@ -72,13 +75,20 @@ BACKGROUND = _rgb(synthetic.BACKGROUND)  # the grey of the tiny model's training
 
 
 def _square_on_grey(
-    colour: str, x: int, y: int, frames: int = 1, side: int = 16, ids: tuple[str, str, str] = ("11", "14", "12")
+    colour: str,
+    x: int,
+    y: int,
+    frames: int = 1,
+    side: int = SIDE,
+    ids: tuple[str, str, str] = ("11", "14", "12"),
+    size: dict | None = None,
 ) -> dict:
     """Core nodes drawing a ``colour`` square with its top-left corner at (x, y) on the grey
-    64x64 canvas, repeated ``frames`` times: the node ``ids[2]`` (canvas, square, composite) outputs the IMAGE."""
+    canvas (``size``, default ``SIZE``), repeated ``frames`` times: the node ``ids[2]`` (canvas,
+    square, composite) outputs the IMAGE."""
     canvas, square, image = ids
     return {
-        canvas: _n("EmptyImage", "Grey canvas", **SIZE, batch_size=frames, color=BACKGROUND),
+        canvas: _n("EmptyImage", "Grey canvas", **(size or SIZE), batch_size=frames, color=BACKGROUND),
         square: _n("EmptyImage", f"{colour.capitalize()} square", width=side, height=side, batch_size=1,
                    color=_rgb(synthetic.PALETTE[colour])),
         image: _n("ImageCompositeMasked", destination=[canvas, 0], source=[square, 0], x=x, y=y, resize_source=False),
@@ -140,8 +150,8 @@ WORKFLOWS: dict[str, dict] = {
     "image_to_video": {
         **_text_nodes("a blue square moving down"),
         "4": _n("CogVideoXModelLoader", model_name=I2V, weight_dtype="auto"),
-        # the first frame: a blue square near the top (centre (22, 18)), as in the training clips
-        **_square_on_grey("blue", x=14, y=10),
+        # the first frame: a blue square near the top (centre (44, 36)), as in the training clips
+        **_square_on_grey("blue", x=17, y=9),
         "5": _n(
             "CogVideoXImageToVideo", positive=["2", 0], negative=["3", 0], vae=["7", 0], image=["12", 0],
             **SIZE, frames=9, batch_size=1, resize_mode="crop", noise_aug_strength=0.0, noise_aug_mode="fixed",
@@ -184,8 +194,8 @@ WORKFLOWS: dict[str, dict] = {
     "image_to_video_ksampler": {
         **_text_nodes("a blue square moving down"),
         "4": _n("CogVideoXModelLoader", model_name=I2V, weight_dtype="auto"),
-        # the first frame: a blue square near the top (centre (22, 18)), as in the training clips
-        **_square_on_grey("blue", x=14, y=10),
+        # the first frame: a blue square near the top (centre (44, 36)), as in the training clips
+        **_square_on_grey("blue", x=17, y=9),
         "5": _n(
             "CogVideoXImageToVideo", positive=["2", 0], negative=["3", 0], vae=["7", 0], image=["12", 0],
             **SIZE, frames=9, batch_size=1, resize_mode="crop", noise_aug_strength=0.0, noise_aug_mode="fixed",
@@ -210,7 +220,7 @@ WORKFLOWS: dict[str, dict] = {
     "vae_roundtrip": {
         "7": _n("CogVideoXVAELoader", vae_name=VAE, weight_dtype="auto"),
         # the source clip: 9 frames of a yellow square on grey, made with core image nodes
-        **_square_on_grey("yellow", x=24, y=24, frames=9),
+        **_square_on_grey("yellow", x=37, y=37, frames=9),
         "5": _n("CogVideoXVAEEncode", vae=["7", 0], images=["12", 0], tiling="auto", tile_size=256),
         **_decode_save(["5", 0], "vae_roundtrip"),
     },
@@ -223,9 +233,9 @@ WORKFLOWS.update({
     "first_last_frame": {
         **_text_nodes("a blue square moving down"),
         "4": _n("CogVideoXModelLoader", model_name=FUN_INP, weight_dtype="auto"),
-        # first and last frame: a blue square near the top, then 26 px lower
-        **_square_on_grey("blue", x=14, y=10, ids=("11", "16", "17")),
-        **_square_on_grey("blue", x=14, y=36, ids=("18", "19", "12")),
+        # first and last frame: a blue square near the top, then 34 px lower
+        **_square_on_grey("blue", x=17, y=9, ids=("11", "16", "17")),
+        **_square_on_grey("blue", x=17, y=43, ids=("18", "19", "12")),
         "5": _n(
             "CogVideoXFunInpaintConditioning", positive=["2", 0], negative=["3", 0], vae=["7", 0], **_FUN_SIZE,
             noise_aug_strength=0.0563, seed=0, start_image=["17", 0], end_image=["12", 0],
@@ -240,12 +250,12 @@ WORKFLOWS.update({
         **_text_nodes("a yellow square moving right"),
         "4": _n("CogVideoXModelLoader", model_name=FUN_INP, weight_dtype="auto"),
         # the source clip: 9 frames of a yellow square on grey, made with core image nodes
-        **_square_on_grey("yellow", x=10, y=24, frames=9, ids=("11", "16", "12")),
+        **_square_on_grey("yellow", x=6, y=37, frames=9, ids=("11", "16", "12")),
         "13": _n("SolidMask", "Keep", value=0.0, **SIZE),
-        "14": _n("SolidMask", "Generate", value=1.0, width=32, height=64),
+        "14": _n("SolidMask", "Generate", value=1.0, width=SIZE["width"] // 2, height=SIZE["height"]),
         "15": _n(
-            "MaskComposite", "Right half to generate", destination=["13", 0], source=["14", 0], x=32, y=0,
-            operation="add",
+            "MaskComposite", "Right half to generate", destination=["13", 0], source=["14", 0],
+            x=SIZE["width"] // 2, y=0, operation="add",
         ),
         "5": _n(
             "CogVideoXFunInpaintConditioning", positive=["2", 0], negative=["3", 0], vae=["7", 0], **_FUN_SIZE,
@@ -261,7 +271,7 @@ WORKFLOWS.update({
         **_text_nodes("a yellow square moving right"),
         "4": _n("CogVideoXModelLoader", model_name=FUN_CONTROL, weight_dtype="auto"),
         # the source clip: 9 frames of a yellow square on grey, made with core image nodes
-        **_square_on_grey("yellow", x=10, y=24, frames=9, ids=("11", "16", "12")),
+        **_square_on_grey("yellow", x=6, y=37, frames=9, ids=("11", "16", "12")),
         "13": _n("ImageToMask", image=["12", 0], channel="red"),
         "14": _n("ThresholdMask", "Silhouette", mask=["13", 0], value=0.5),
         "15": _n("MaskToImage", mask=["14", 0]),
@@ -288,7 +298,7 @@ def _videocrafter(ckpt: str, prompt: str, prefix: str, image: dict | None = None
         "4": _n("VideoCrafterCheckpointLoader", ckpt_name=ckpt),
         "2": _n("CLIPTextEncode", "Positive prompt", clip=["4", 1], text=prompt),
         "3": _n("CLIPTextEncode", "Negative prompt", clip=["4", 1], text=""),
-        "5": _n("VideoCrafterEmptyLatent", **SIZE, frames=8),
+        "5": _n("VideoCrafterEmptyLatent", **VC_SIZE, frames=8),
     }
     positive, negative = ["2", 0], ["3", 0]
     if image is not None:
@@ -311,7 +321,8 @@ WORKFLOWS.update({
     "videocrafter_text_to_video": _videocrafter(VC_T2V, "a red square moving right", "text_to_video"),
     # the first frame: a blue square near the top (centre (22, 18)), as in the training clips
     "videocrafter_image_to_video": _videocrafter(
-        VC_I2V, "a blue square moving down", "image_to_video", image=_square_on_grey("blue", x=14, y=10)
+        VC_I2V, "a blue square moving down", "image_to_video",
+        image=_square_on_grey("blue", x=14, y=10, side=VC_SIDE, size=VC_SIZE),
     ),
 })
 

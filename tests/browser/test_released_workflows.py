@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from harness import browser as ui
+from harness.host import ExecutionFailed
 
 pytestmark = pytest.mark.browser
 
@@ -55,5 +56,10 @@ def test_a_released_api_prompt_without_the_new_inputs_still_runs(comfy_client):
     old_api = json.loads((RELEASED / "api" / "text_to_video.json").read_text())
     sampler = next(n for n in old_api.values() if n["class_type"] == "CogVideoXSampler")
     assert "cache_threshold" not in sampler["inputs"]  # the fixture really is the old format
+    # Release 0.1's tiny model was 64x64; today's is 128x128 and says so, naming the node to change
+    with pytest.raises(ExecutionFailed, match=r"128x128.*CogVideoX Empty Latent"):
+        comfy_client.run(old_api, timeout=300)
+    latent = next(n for n in old_api.values() if n["class_type"] == "CogVideoXEmptyLatent")
+    latent["inputs"].update(width=128, height=128)  # the one change a 0.1 user makes; new inputs still absent
     entry = comfy_client.run(old_api, timeout=300)
     assert entry["status"]["status_str"] == "success"

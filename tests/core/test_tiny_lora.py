@@ -29,7 +29,7 @@ BASE_RATE = sum(colour == "blue" for colour, _, _ in T2V_CASES) / len(T2V_CASES)
 
 @pytest.fixture(scope="module")
 def blue_rates() -> dict[float, tuple[float, list]]:
-    model, variant = load_transformer(T2V_FILE)
+    model, variant = load_transformer(T2V_FILE, dtype=torch.float32)
     vae = load_vae(VAE_FILE).float().eval()
     encode = make_text_encoder()
     parsed = lora.load_lora(LORA_FILE, lora.linear_targets(model))
@@ -42,7 +42,7 @@ def blue_rates() -> dict[float, tuple[float, list]]:
 
 
 def test_the_shipped_lora_is_a_small_diffusers_lora():
-    model, _ = load_transformer(T2V_FILE)
+    model, _ = load_transformer(T2V_FILE, dtype=torch.float32)
     parsed = lora.load_lora(LORA_FILE, lora.linear_targets(model))
     assert parsed.format == "diffusers" and {layer.rank for layer in parsed.layers.values()} == {8}
     assert LORA_FILE.stat().st_size < 200_000

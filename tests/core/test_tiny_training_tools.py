@@ -96,16 +96,16 @@ def test_decoder_only_fine_tuning_leaves_the_encoder_and_the_latent_space(train,
     shutil.copytree(TINY / "vae", out / "vae")
     shutil.copytree(TINY / "text_encoders", out / "text_encoders")
     file = out / "vae" / "cogvideox_tiny_vae.safetensors"
-    before = train.load_vae(file)
+    before = train.load_vae(file, dtype=torch.float32)  # the shipped file is fp16; training writes fp32
     extra = ["--vae-x0-model", str(TINY / "diffusion_models" / "cogvideox_tiny_t2v.safetensors")] if x0 else []
     threads = torch.get_num_threads()
     try:
         train.main(["--stage", "vae", "--resume", "--vae-decoder-only", "--out", str(out), "--vae-steps", "1",
-                    "--vae-batch", "1", "--threads", "1", "--lr-vae", "1e-2", *extra])
+                    "--vae-batch", "1", "--threads", "1", "--lr-vae", "1e-2", "--size", "128", *extra])
     finally:
         train.PATHS.set_out(TINY)  # main() pointed the module's paths at the temporary folder
         torch.set_num_threads(threads)
-    after = train.load_vae(file)
+    after = train.load_vae(file, dtype=torch.float32)
     changed = {k for k, v in before.state_dict().items() if not torch.equal(v, after.state_dict()[k])}
     assert changed and all(k.startswith("decoder.") for k in changed), sorted(changed)[:5]
     assert after.config.scaling_factor == before.config.scaling_factor
@@ -189,15 +189,19 @@ def test_data_options_reach_the_sets_and_name_their_cache(train, vae):
 
     from cogvideox import synthetic
 
-    default = argparse.Namespace(size=64, object_size=list(synthetic.OBJECT_SIZE), travel=list(synthetic.TRAVEL))
-    large = argparse.Namespace(size=64, object_size=[24.0, 30.0], travel=[14.0, 20.0])
-    assert train_common.data_name(default) == "64"
-    assert train_common.data_name(large) == "64_o24-30_t14-20"
-    assert train_common.clip_options(large) == {"size": 64, "object_size": (24.0, 30.0), "travel": (14.0, 20.0)}
-    sets = [train_common.LatentSet(vae, 8, torch.Generator().manual_seed(0), batch=8, **train_common.clip_options(a))
-            for a in (default, large)]
-    small, big = sets
-    assert big.object_mask.float().mean() > 1.3 * small.object_mask.float().mean()  # measured 0.36 vs 0.24
+    old = {k: list(v) for k, v in synthetic.SMALL_OBJECTS.items()}
+    small = argparse.Namespace(size=128, **old)
+    large = argparse.Namespace(size=128, object_size=list(synthetic.OBJECT_SIZE), travel=list(synthetic.TRAVEL))
+    assert synthetic.OBJECT_SIZE == (24.0, 30.0) and synthetic.TRAVEL == (14.0, 20.0)  # the shipped models' data
+    assert train_common.data_name(small) == "128_o14-20_t20-28"
+    assert train_common.data_name(large) == "128_o24-30_t14-20"
+    assert train_common.clip_options(large) == {"size": 128, "object_size": (24.0, 30.0), "travel": (14.0, 20.0)}
+    same_travel = argparse.Namespace(size=128, object_size=[14.0, 20.0], travel=list(synthetic.TRAVEL))
+    sets = [train_common.LatentSet(vae, 8, torch.Generator().manual_seed(0), batch=8, i2v=True,
+                                   **train_common.clip_options(a)) for a in (same_travel, large)]
+    assert all(s.moments.shape[-2:] == (16, 16) for s in sets)  # the --size canvas, 8x compressed
+    cover = [float(torch.stack([synthetic.object_mask(f[:, 0]) for f in s.first]).float().mean()) for s in sets]
+    assert cover[1] > 2 * cover[0], cover  # object side 24-30 vs 14-20 at 64x64: ~2.5x the area
 
 
 def test_decoder_crops_line_up_with_the_latents(train):
@@ -225,9 +229,9 @@ def test_x0_inputs_are_the_models_predictions_in_the_vaes_space(train, vae, monk
 
     monkeypatch.setattr(train_decoder.PATHS, "t5", TINY / "text_encoders" / "cogvideox_tiny_t5.safetensors")
     t2v = TINY / "diffusion_models" / "cogvideox_tiny_t2v.safetensors"
-    x, clips = synthetic.make_batch(torch.Generator().manual_seed(3), 2)
+    x, clips = synthetic.make_batch(torch.Generator().manual_seed(3), 2, size=128)  # the T2V's trained size
     with torch.no_grad():
-        mean = vae.encode_moments(x)[0]  # [2, 16, 3, 8, 8]
+        mean = vae.encode_moments(x)[0]  # [2, 16, 3, 16, 16]
     captions = [c.caption for c in clips]
     near = train_decoder.X0Inputs(t2v, vae.config.scaling_factor, t_max=1)(mean, captions, torch.Generator())
     far = train_decoder.X0Inputs(t2v, vae.config.scaling_factor, t_max=1000)(mean, captions, torch.Generator())
@@ -236,3 +240,26 @@ def test_x0_inputs_are_the_models_predictions_in_the_vaes_space(train, vae, monk
         return float((a - mean).norm() / mean.norm())
 
     assert rel(near) < 0.05 and rel(far) > 3 * rel(near), (rel(near), rel(far))  # measured 0.026, 0.144
+
+
+def test_ship_stores_fp16_and_keeps_the_metadata(train, tmp_path):
+    """``tools/tiny/ship.py``: a trained fp32 file lands in the target folder with fp16 tensors, the
+    same metadata (config, variant), loads as the same model in fp32 to fp16 rounding; the shipped
+    tiny files are fp16 and within the 40 MB budget."""
+    import ship  # tools/tiny/ship.py
+
+    from cogvideox.loading import load_transformer, read_metadata, save_safetensors, stored_dtypes
+
+    source = tmp_path / "train" / "diffusion_models"
+    source.mkdir(parents=True)
+    model, variant = load_transformer(TINY / "diffusion_models" / "cogvideox_tiny_t2v.safetensors", dtype=torch.float32)
+    save_safetensors(model, source / "t2v.safetensors", extra={"variant": {"name": "tiny-t2v", "width": 128}})
+    assert ship.main([str(tmp_path / "train"), "--to", str(tmp_path / "tiny")]) == 0
+    shipped = tmp_path / "tiny" / "diffusion_models" / "t2v.safetensors"
+    assert stored_dtypes(shipped) == {torch.float16}
+    assert read_metadata(shipped) == read_metadata(source / "t2v.safetensors")
+    again, _ = load_transformer(shipped, dtype=torch.float32)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[key], value, rtol=1e-3, atol=1e-4)
+    assert stored_dtypes(TINY / "vae" / "cogvideox_tiny_vae.safetensors") == {torch.float16}
+    assert sum(p.stat().st_size for p in TINY.rglob("*.safetensors")) <= 40e6

@@ -54,7 +54,7 @@ def generate(models_dir: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / PICKLE).exists():
         return
-    model, _ = load_transformer(TINY_T2V)
+    model, _ = load_transformer(TINY_T2V, dtype=torch.float32)
     targets = linear_targets(model)
     save_file(peft_lora(targets), folder / PEFT)
     save_file(

@@ -171,7 +171,8 @@ def main(pack_dir: str) -> int:
     pixels = ours_img
     ours_lat = nodes["CogVideoXVAEEncode"].execute(ours_vae, pixels, "auto", 256)[0]["samples"]
     core_lat = core.VAEEncode().encode(core_vae, pixels)[0]["samples"]
-    core_lat_tiled = core.VAEEncodeTiled().encode(core_vae, pixels, 64, 32, 64, 8)[0]["samples"]
+    # one tile covering the frame (128 px): core's tiled path with our VAE, comparable with the untiled encode
+    core_lat_tiled = core.VAEEncodeTiled().encode(core_vae, pixels, 128, 32, 64, 8)[0]["samples"]
     result["vae"] = {
         "latent": list(z.shape),
         "ours_images": list(ours_img.shape),

@@ -47,7 +47,7 @@ def main(pack_dir: str, work: str) -> int:
 
     folder_paths.add_model_folder_path("loras", work)
     tiny = os.path.join(pack_dir, "tiny", "diffusion_models", "cogvideox_tiny_t2v.safetensors")
-    reference, _ = load_transformer(tiny)
+    reference, _ = load_transformer(tiny, dtype=torch.float32)
     targets = L.linear_targets(reference)
     gen = torch.Generator().manual_seed(0)
     factors = {}
@@ -56,7 +56,7 @@ def main(pack_dir: str, work: str) -> int:
         factors[f"transformer.{name}.lora_B.weight"] = torch.randn(o, 4, generator=gen) * 0.3
     save_file(factors, os.path.join(work, "probe_lora.safetensors"))
     parsed = L.parse_lora(factors, {}, targets)
-    x = torch.randn(2, 16, 3, 8, 8, generator=gen)
+    x = torch.randn(2, 16, 3, 16, 16, generator=gen)  # the tiny T2V's 128x128 latent
     ctx = torch.randn(2, 226, 64, generator=gen)
     timestep = torch.tensor([900, 300])
 

@@ -165,7 +165,7 @@ def test_core_ksampler_matches_the_pack_sampler_on_the_tiny_model(pack, lib, tin
     from cogvideox_pack.nodes.common import network
 
     pack_model, _, core_model = tiny["t2v"]
-    latent = torch.zeros(1, 16, 3, 8, 8)
+    latent = torch.zeros(1, 16, 3, 16, 16)
     core = _core_ksampler(core_model, tiny["positive"], tiny["negative"], latent, core_sampler, "simple")
     noise = comfy.sample.prepare_noise(latent, 0)
     ref = lib.pipeline.sample(
@@ -189,10 +189,10 @@ def test_core_ksampler_runs_image_to_video_from_the_pack_image_node(pack, lib, t
     from cogvideox_pack.nodes.latents import CogVideoXImageToVideo
 
     pack_model, _, core_model = tiny["i2v"]
-    image = (lib.synthetic.render("red", "square", torch.tensor([(18.0, 24.0)]), object_size=17.0) + 1) / 2
-    image = image.permute(1, 2, 3, 0)  # [1, H, W, 3] in 0..1
+    image = lib.synthetic.render("red", "square", torch.tensor([(36.0, 48.0)]), object_size=54.0, size=128)
+    image = ((image + 1) / 2).permute(1, 2, 3, 0)  # [1, H, W, 3] in 0..1
     positive, negative, latent = CogVideoXImageToVideo.execute(
-        tiny["positive"], tiny["negative"], tiny["vae"], image, 64, 64, 9, 1, "crop", 0.0, "fixed", "diffusers", 0
+        tiny["positive"], tiny["negative"], tiny["vae"], image, 128, 128, 9, 1, "crop", 0.0, "fixed", "diffusers", 0
     )
     assert torch.equal(positive[0][1]["concat_latent_image"], positive[0][1]["cogvideox_image_latent"])
     samples = latent["samples"]
@@ -225,7 +225,7 @@ def test_core_lora_loader_patches_the_network(pack, tiny, tmp_path):
     assert len(lora) == 2 * 3 * 4  # 3 layers in each of the 4 blocks
     save_file(lora, str(tmp_path / "cogvideox_test_lora.safetensors"))
     folder_paths.add_model_folder_path("loras", str(tmp_path))
-    latent = torch.zeros(1, 16, 3, 8, 8)
+    latent = torch.zeros(1, 16, 3, 16, 16)
 
     def run(model):
         return _core_ksampler(model, tiny["positive"], tiny["negative"], latent, "euler", "simple", steps=4)
@@ -260,7 +260,7 @@ def test_context_windows_run_three_times_the_trained_length(pack, lib, tiny):
     from cogvideox_pack.nodes.text import CogVideoXTextEncode
 
     _, _, core_model = tiny["t2v"]
-    latent = torch.zeros(1, 16, 9, 8, 8)
+    latent = torch.zeros(1, 16, 9, 16, 16)
     with pytest.raises(ValueError, match="KSampler .*learned positions for at most 3 .*ContextWindowsManual"):
         _core_ksampler(core_model, tiny["positive"], tiny["negative"], latent, "euler", "simple", steps=1)
     windowed = _windows(core_model, 3)
@@ -269,7 +269,7 @@ def test_context_windows_run_three_times_the_trained_length(pack, lib, tiny):
     for colour, shape, direction in LONG_CASES:
         positive = CogVideoXTextEncode.execute(clip, lib.synthetic.caption_for(colour, shape, direction))[0]
         out = _core_ksampler(windowed, positive, tiny["negative"], latent, "euler", "simple")
-        video = _decode(pack, tiny["vae"], out)  # [3, 33, 64, 64]
+        video = _decode(pack, tiny["vae"], out)  # [3, 33, 128, 128]
         assert video.shape[1] == 33
         seen.append((lib.synthetic.video_colour(video), lib.synthetic.motion_direction(video)))
     assert [s[0] for s in seen] == [c[0] for c in LONG_CASES], seen
@@ -278,7 +278,7 @@ def test_context_windows_run_three_times_the_trained_length(pack, lib, tiny):
 
 def test_context_windows_longer_than_the_video_or_on_another_axis_are_refused(pack, tiny):
     _, _, core_model = tiny["t2v"]
-    latent = torch.zeros(1, 16, 3, 8, 8)
+    latent = torch.zeros(1, 16, 3, 16, 16)
     with pytest.raises(ValueError, match="ContextWindowsManual .*context_length 5 is longer than the video"):
         _core_ksampler(_windows(core_model, 5), tiny["positive"], tiny["negative"], latent, "euler", "simple")
     with pytest.raises(ValueError, match="ContextWindowsManual .*dim is 0.*Set dim to 2"):
@@ -293,7 +293,7 @@ def test_unet_block_patches_are_refused_by_name(pack, tiny):
     _, _, core_model = tiny["t2v"]
     patched = PerturbedAttentionGuidance.execute(core_model, 3.0).result[0]
     with pytest.raises(ValueError, match="core patch node .*patches_replace:attn1.*Perturbed-Attention"):
-        _core_ksampler(patched, tiny["positive"], tiny["negative"], torch.zeros(1, 16, 3, 8, 8), "euler", "simple",
+        _core_ksampler(patched, tiny["positive"], tiny["negative"], torch.zeros(1, 16, 3, 16, 16), "euler", "simple",
                        steps=1)
 
 
@@ -337,7 +337,7 @@ def test_core_cfg_and_unet_nodes_on_the_core_model(pack, tiny):
     from comfy_extras.nodes_lumina2 import RenormCFG
 
     _, _, core_model = tiny["t2v"]
-    latent = torch.zeros(1, 16, 3, 8, 8)
+    latent = torch.zeros(1, 16, 3, 16, 16)
     base = _core_ksampler(core_model, tiny["positive"], tiny["negative"], latent, "euler", "simple", steps=3)
     renormed = RenormCFG.execute(core_model, 100.0, 0.5).result[0]
     out = _core_ksampler(renormed, tiny["positive"], tiny["negative"], latent, "euler", "simple", steps=3)

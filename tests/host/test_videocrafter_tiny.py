@@ -106,7 +106,7 @@ def test_image_to_video_keeps_the_object_and_moves_it(run):
     seen, right, moving, drawn = [], 0, 0, 0
     for case in ka.I2V_CASES:
         colour, shape, direction, _ = case
-        image = ka.first_frame(case)[:, 0]  # [3, H, W]
+        image = ka.first_frame(case, size=64, object_size=17.0)[:, 0]  # [3, H, W]: its 64x64 data
         ceiling = ka.synthetic.psnr(run.round_trip(I2V, image), image)
         video = run(I2V, f"a {colour} {shape} moving {direction}", settings, image=image)
         ok, moves, what = ka.judge_i2v(video, image, ceiling, colour, direction)

@@ -89,7 +89,7 @@ def _tiny_model(dtype_name: str):
     neg = CogVideoXTextEncode.execute(clip, "")[0]
     patcher = CogVideoXModelLoader.execute("cogvideox_tiny_t2v.safetensors", dtype_name)[2]
     vae = CogVideoXVAELoader.execute("cogvideox_tiny_vae.safetensors", "fp32")[0]
-    return patcher, pos, neg, torch.zeros(1, 16, 3, 8, 8), vae
+    return patcher, pos, neg, torch.zeros(1, 16, 3, 16, 16), vae  # the tiny model: 9 frames at 128x128
 
 
 def child(args: argparse.Namespace) -> dict:

@@ -74,7 +74,7 @@ def probe(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", type=Path, default=tiny_eval.TINY, help="folder of the models")
-    parser.add_argument("--size", type=int, default=64, help="canvas the model was trained on")
+    parser.add_argument("--size", type=int, default=synthetic.TINY_SIZE, help="canvas the model was trained on")
     parser.add_argument("--timesteps", type=int, nargs="+", default=[50, 200, 400, 700])
     parser.add_argument("--clips", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1)

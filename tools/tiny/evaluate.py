@@ -15,6 +15,11 @@
   with ``workflows/api/image_to_video.json``'s settings (noise augmentation 0, the posterior mean
   of the image): IoU of frame 0's object with the input's, direction, colour in every frame,
   object area within +-20% of the input's in every frame.
+- **inp** (not in the default set): the Fun InP model from the first and last frame of fresh clips
+  (``workflows/api/first_last_frame.json``'s settings): judged like t2v, plus the distance of the
+  generated first / last frame's object from the given one's.
+- **lora** (not in the default set): the T2V with the shipped blue LoRA merged
+  (``workflows/api/text_to_video_lora.json``'s settings), judged like t2v but against blue.
 
 Rates are shares of clips; the seeds default to ones the tests do not use.
 """
@@ -48,6 +53,9 @@ T5_FILE = TINY / "text_encoders" / "cogvideox_tiny_t5.safetensors"
 VAE_FILE = TINY / "vae" / "cogvideox_tiny_vae.safetensors"
 T2V_FILE = TINY / "diffusion_models" / "cogvideox_tiny_t2v.safetensors"
 I2V_FILE = TINY / "diffusion_models" / "cogvideox_tiny_i2v.safetensors"
+INP_FILE = TINY / "diffusion_models" / "cogvideox_tiny_fun_inp.safetensors"
+LORA_FILE = TINY / "loras" / "cogvideox_tiny_blue_lora.safetensors"
+LORA_COLOUR = "blue"  # the shipped LoRA draws every shape in it, whatever the caption's colour
 SEEDS = (100, 101, 102)  # the tests use 0, 1, 2, 3 and 42
 VAE_SEED = 777  # held-out clips: training draws from seeds 1, 11 and 12345 (its eval)
 I2V_SEED = 4242
@@ -69,7 +77,8 @@ class Settings:
     def from_workflow(cls, name: str) -> Settings:
         api = json.loads((ROOT / "workflows" / "api" / f"{name}.json").read_text())
         by_type = {node["class_type"]: node["inputs"] for node in api.values()}
-        size = by_type.get("CogVideoXEmptyLatent") or by_type["CogVideoXImageToVideo"]
+        size = next(by_type[t] for t in ("CogVideoXEmptyLatent", "CogVideoXImageToVideo",
+                                         "CogVideoXFunInpaintConditioning") if t in by_type)
         sampler = by_type["CogVideoXSampler"]
         return cls(size["width"], size["height"], size["frames"], sampler["steps"], sampler["cfg"],
                    sampler["scheduler"])
@@ -93,9 +102,10 @@ class Models:
     vae: torch.nn.Module
     t2v: tuple | None = None  # (model, variant)
     i2v: tuple | None = None
+    inp: tuple | None = None  # the Fun InP model
 
     @classmethod
-    def load(cls, t2v: bool = True, i2v: bool = True, folder: Path = TINY) -> Models:
+    def load(cls, t2v: bool = True, i2v: bool = True, folder: Path = TINY, inp: bool = False) -> Models:
         """The tiny models in ``folder`` (ComfyUI's model-folder layout; default the shipped ``tiny/``)."""
 
         def at(path: Path) -> Path:
@@ -104,8 +114,9 @@ class Models:
         return cls(
             text_encoder(at(T5_FILE)),
             load_vae(at(VAE_FILE)).float().eval(),
-            load_transformer(at(T2V_FILE)) if t2v else None,
-            load_transformer(at(I2V_FILE)) if i2v else None,
+            load_transformer(at(T2V_FILE), dtype=torch.float32) if t2v else None,
+            load_transformer(at(I2V_FILE), dtype=torch.float32) if i2v else None,
+            load_transformer(at(INP_FILE), dtype=torch.float32) if inp else None,
         )
 
 
@@ -149,9 +160,12 @@ def text_to_video(
     captions: Sequence[tuple[str, str, str]] = CAPTIONS,
     seeds: Sequence[int] = SEEDS,
     settings: Settings | None = None,
+    judge_colour: str | None = None,
     **options,
 ) -> list[Judged]:
-    """Every caption at every seed, one run each at batch 1 (as the sampler node runs it)."""
+    """Every caption at every seed, one run each at batch 1 (as the sampler node runs it).
+
+    ``judge_colour``: the colour every clip should have instead of the caption's (a LoRA that recolours)."""
     settings = settings or Settings.from_workflow("text_to_video")
     model, variant = models.t2v
     negative = models.encode([""])
@@ -165,8 +179,20 @@ def text_to_video(
                 steps=settings.steps, cfg=settings.cfg, sampler=settings.sampler, seed=seed, **options,
             )
             video = models.vae.decode(latent)[0].clamp(-1, 1)
-            out.append(Judged(caption, seed, evaluation.judge_clip(video, colour, shape, direction), {}))
+            judged = evaluation.judge_clip(video, judge_colour or colour, shape, direction)
+            out.append(Judged(caption, seed, judged, {}))
     return out
+
+
+def with_lora(models: Models, lora_file: Path = LORA_FILE, strength: float = 1.0) -> Models:
+    """``models`` with the LoRA merged into a copy of the T2V (as the CogVideoX LoRA node patches it)."""
+    import copy
+
+    from cogvideox import lora
+
+    model, variant = models.t2v
+    parsed = lora.load_lora(lora_file, lora.linear_targets(model))
+    return dataclasses.replace(models, t2v=(lora.merge(copy.deepcopy(model), parsed, strength), variant))
 
 
 def first_frames(
@@ -219,6 +245,45 @@ def image_to_video(
     return out
 
 
+@torch.no_grad()
+def start_end_to_video(
+    models: Models,
+    cases: Sequence[synthetic.Clip],
+    seeds: Sequence[int] = SEEDS,
+    settings: Settings | None = None,
+    noise_aug: float = 0.0563,
+) -> list[Judged]:
+    """Fun InP: each case's first and last frame as the start and end image (the ``first_last_frame``
+    workflow's conditioning: the masked video, the reference's pixel noise on the known frames, its
+    mask on the latent grid) and its caption, every seed at batch 1; judged like T2V, plus how far
+    the generated first / last frame's object is from the given one's (px)."""
+    from cogvideox import conditioning
+
+    settings = settings or Settings.from_workflow("first_last_frame")
+    model, variant = models.inp
+    negative = models.encode([""])
+    shape = settings.latent_shape()
+    out = []
+    for clip in cases:
+        video = clip.video[None]  # [1, 3, F, H, W]
+        known, mask = conditioning.start_end_video(video[:, :, :1], video[:, :, -1:], video.shape[2])
+        positive = models.encode([clip.caption])
+        want = synthetic.centroids(clip.video[:, [0, -1]])  # [2, 2]
+        for seed in seeds:
+            masked = conditioning.noise_augment_known(
+                conditioning.masked_video(known, mask), noise_aug, torch.Generator().manual_seed(seed))
+            latent = pipeline.sample(
+                model, variant, torch.zeros(1, *shape), positive, negative, steps=settings.steps, cfg=settings.cfg,
+                sampler=settings.sampler, seed=seed, concat_latent=models.vae.encode(masked),
+                concat_mask=conditioning.inpaint_mask_latent(mask, *shape[1:]),
+            )
+            got = models.vae.decode(latent)[0].clamp(-1, 1)
+            shifts = (synthetic.centroids(got[:, [0, -1]]) - want).norm(dim=1).nan_to_num(float("inf")).tolist()
+            judged = evaluation.judge_clip(got, clip.colour, clip.shape, clip.direction)
+            out.append(Judged(clip.caption, seed, judged, {"start_shift": shifts[0], "end_shift": shifts[1]}))
+    return out
+
+
 # ------------------------------------------------------------------------------ tables
 def vae_table(judged: list[Judged]) -> dict[str, float]:
     s = evaluation.summarise(j.judgement for j in judged)
@@ -254,6 +319,24 @@ def t2v_table(judged: list[Judged]) -> dict[str, float]:
     }
 
 
+def inp_table(judged: list[Judged], width: int, max_shift: float = 3.0) -> dict[str, float]:
+    """``max_shift``: px at 64x64, scaled with ``width`` (the known-answer check's limit)."""
+    s = evaluation.summarise(j.judgement for j in judged)
+    n, limit = len(judged), max_shift * width / synthetic.SIZE
+    return {
+        "clips": s.clips,
+        f"start within {limit:g} px": sum(j.extra["start_shift"] <= limit for j in judged) / n,
+        f"end within {limit:g} px": sum(j.extra["end_shift"] <= limit for j in judged) / n,
+        "end shift median px": sorted(j.extra["end_shift"] for j in judged)[n // 2],
+        "colour right (every frame)": s.colour,
+        "direction right": s.direction,
+        "shape right": s.shape,
+        "mask IoU": s.iou,
+        "speckle": s.speckle,
+        "one object (share of frames)": s.one_object,
+    }
+
+
 def i2v_table(judged: list[Judged]) -> dict[str, float]:
     s = evaluation.summarise(j.judgement for j in judged)
     n = len(judged)
@@ -285,7 +368,9 @@ def format_table(title: str, rows: dict[str, float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["vae", "t2v", "i2v"], action="append")
+    parser.add_argument("--only", choices=["vae", "t2v", "i2v", "lora", "inp"], action="append",
+                        help="lora: the T2V with the shipped blue LoRA, judged against blue; inp: the Fun InP "
+                             "model from start + end frames")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--captions", type=int, default=len(CAPTIONS), help="first N of the 48 captions (t2v)")
     parser.add_argument("--clips", type=int, default=48, help="VAE clips and I2V first frames")
@@ -304,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     parts = args.only or ["vae", "t2v", "i2v"]
-    models = Models.load(t2v="t2v" in parts, i2v="i2v" in parts, folder=args.tiny.resolve())
+    models = Models.load(t2v="t2v" in parts or "lora" in parts, i2v="i2v" in parts, folder=args.tiny.resolve(),
+                         inp="inp" in parts)
 
     def settings(workflow: str) -> Settings:
         s = Settings.from_workflow(workflow)
@@ -321,12 +407,21 @@ def main(argv: list[str] | None = None) -> int:
         if part == "vae":
             judged = vae_round_trip(models.vae, args.clips, size=args.size, **data)
             table = format_table(f"VAE round trip, {args.clips} held-out clips", vae_table(judged))
-        elif part == "t2v":
-            s = settings("text_to_video")
-            judged = text_to_video(models, CAPTIONS[: args.captions], args.seeds, s)
+        elif part in ("t2v", "lora"):
+            s = settings("text_to_video" if part == "t2v" else "text_to_video_lora")
+            lora = part == "lora"
+            judged = text_to_video(with_lora(models, args.tiny.resolve() / LORA_FILE.relative_to(TINY))
+                                   if lora else models, CAPTIONS[: args.captions], args.seeds, s,
+                                   judge_colour=LORA_COLOUR if lora else None)
             table = format_table(
-                f"T2V, {args.captions} captions x seeds {args.seeds}, {s.steps} steps, CFG {s.cfg}, "
-                f"{s.width}x{s.height}x{s.frames}", t2v_table(judged))
+                f"T2V{' + the blue LoRA (judged against blue)' if lora else ''}, {args.captions} captions x "
+                f"seeds {args.seeds}, {s.steps} steps, CFG {s.cfg}, {s.width}x{s.height}x{s.frames}",
+                t2v_table(judged))
+        elif part == "inp":
+            s = settings("first_last_frame")
+            judged = start_end_to_video(models, first_frames(args.clips, settings=s, **data), args.seeds, s)
+            table = format_table(f"Fun InP from start + end frames, {args.clips} fresh clips x seeds {args.seeds}, "
+                                 f"{s.steps} steps, CFG {s.cfg}", inp_table(judged, s.width))
         else:
             s = settings("image_to_video")
             judged = image_to_video(models, first_frames(args.clips, settings=s, **data), args.seeds, s)

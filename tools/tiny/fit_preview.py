@@ -43,7 +43,7 @@ def encode_clips(vae, clips: int, seed: int, batch: int = 8) -> tuple[torch.Tens
     videos, latents, labels = [], [], []
     with torch.inference_mode():
         for start in range(0, clips, batch):
-            video, items = synthetic.make_batch(gen, min(batch, clips - start))
+            video, items = synthetic.make_batch(gen, min(batch, clips - start), size=synthetic.TINY_SIZE)
             latents.append(vae.encode(video, sample=True, generator=gen))
             videos.append(video)
             labels += items

@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     caption = caption_of(api)
     colour, shape, direction = parse_caption(caption)
     truth = synthetic.make_clip(
-        torch.Generator().manual_seed(args.truth_seed), colour=colour, shape=shape, direction=direction
+        torch.Generator().manual_seed(args.truth_seed), colour=colour, shape=shape, direction=direction,
+        size=synthetic.TINY_SIZE,
     ).video
     made = generated_frames(api)
     for name, clip in (("ground truth", truth), ("workflow", made)):

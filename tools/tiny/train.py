@@ -135,8 +135,9 @@ def stage_vae(args) -> None:
     gen = set_seed(args.seed + 1)
     config = vae_config(args)
     vae = CogVideoXVAE(config).train()
-    if args.resume:  # continue from the VAE already written (the shipped one was trained in two runs)
-        vae.load_state_dict(load_vae(PATHS.vae).state_dict())
+    if args.resume:  # continue from the VAE already written, its own config (widths) and fp32
+        vae = load_vae(PATHS.vae, dtype=torch.float32)
+        config = vae.config
         vae.train().requires_grad_(True)
         gen = set_seed(args.seed + 11)
     keep_scale, x0_batches = None, None
@@ -266,7 +267,8 @@ def stage_t2v(args) -> None:
         from cogvideox.loading import load_transformer
 
         # a RoPE-only checkpoint gains zero learned positions (the same function to start from)
-        missing, unexpected = model.load_state_dict(load_transformer(PATHS.t2v)[0].state_dict(), strict=False)
+        written = load_transformer(PATHS.t2v, dtype=torch.float32)[0]
+        missing, unexpected = model.load_state_dict(written.state_dict(), strict=False)
         if unexpected or set(missing) - {"patch_embed.pos_embedding"}:
             raise ValueError(f"cannot resume from {PATHS.t2v}: missing {missing}, unexpected {unexpected}")
         gen = set_seed(args.seed + 13)
@@ -341,7 +343,7 @@ def stage_i2v(args) -> None:
     config = t2v_config(args).replace(in_channels=I2V_CONFIG.in_channels, num_attention_heads=args.i2v_heads)
     model = CogVideoXTransformer(config)
     if args.resume:  # continue from the i2v model already written (twice as wide: its heads copied)
-        before = load_transformer(PATHS.i2v)[0]
+        before = load_transformer(PATHS.i2v, dtype=torch.float32)[0]
         state, heads = before.state_dict(), before.config.num_attention_heads
         if args.i2v_heads == 2 * heads:
             state = widen_heads(state, before.config.inner_dim, torch.Generator().manual_seed(args.seed + 24))
@@ -350,7 +352,7 @@ def stage_i2v(args) -> None:
         model.load_state_dict(state, strict=True)
         gen = set_seed(args.seed + (14 if args.i2v_heads == heads else 15))
     elif not scratch:  # from the t2v model, the 16 new input channels (the image latent) of patch_embed.proj at zero
-        base, _ = load_transformer(PATHS.t2v)
+        base, _ = load_transformer(PATHS.t2v, dtype=torch.float32)
         if args.i2v_heads != base.config.num_attention_heads:
             raise ValueError("--i2v-heads other than the t2v model's needs --resume of an i2v model to widen")
         state = {k: v.clone() for k, v in base.state_dict().items()}

@@ -169,11 +169,10 @@ def clip_options(args) -> dict:
 
 
 def data_name(args) -> str:
-    """A file-name tag of the data options: ``128`` for the default objects, ``128_o24-30_t14-20`` otherwise."""
-    name = str(args.size)
-    if tuple(args.object_size) != synthetic.OBJECT_SIZE or tuple(args.travel) != synthetic.TRAVEL:
-        name += "_o{:g}-{:g}_t{:g}-{:g}".format(*args.object_size, *args.travel)
-    return name
+    """A file-name tag of the data options, e.g. ``128_o24-30_t14-20`` (size, object size, travel).
+
+    Always spelled out, so a cache made under other defaults is never taken for this data."""
+    return "{}_o{:g}-{:g}_t{:g}-{:g}".format(args.size, *args.object_size, *args.travel)
 
 
 def variant_metadata(name: str, scaling_factor: float, size: int = synthetic.SIZE) -> dict:

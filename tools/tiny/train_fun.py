@@ -112,11 +112,11 @@ def stage_inp(args) -> None:
     vae = load_vae(PATHS.vae).float().eval()
     scale = vae.config.scaling_factor
     if args.resume:
-        model = load_transformer(PATHS.inp)[0]
+        model = load_transformer(PATHS.inp, dtype=torch.float32)[0]
         config = model.config
         gen = set_seed(args.seed + 25)
     else:
-        base = load_transformer(PATHS.i2v)[0]
+        base = load_transformer(PATHS.i2v, dtype=torch.float32)[0]
         config = base.config.replace(in_channels=33)
         state = {k: v.clone() for k, v in base.state_dict().items()}
         w = state["patch_embed.proj.weight"]  # [D, 32, p, p]: noisy 16 | image 16
@@ -200,11 +200,12 @@ def stage_control(args) -> None:
     vae = load_vae(PATHS.vae).float().eval()
     scale = vae.config.scaling_factor
     if args.resume:
-        model = load_transformer(PATHS.control)[0]
+        model = load_transformer(PATHS.control, dtype=torch.float32)[0]
         config = model.config
         gen = set_seed(args.seed + 27)
     else:
-        model = load_transformer(PATHS.i2v)[0]  # its 32 channels: noisy 16 | image 16 -> control 16
+        # its 32 channels: noisy 16 | image 16 -> control 16
+        model = load_transformer(PATHS.i2v, dtype=torch.float32)[0]
         config = model.config
     trainable_positions(model).train().requires_grad_(True)
 

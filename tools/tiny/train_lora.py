@@ -108,7 +108,7 @@ def stage_lora(args) -> None:
     log.info("lora: encoded %d %s clips, %d prompts in %.0f s", len(data), LORA_COLOUR, len(data.prompts),
              time.time() - t0)
     table = alphas_cumprod(SchedulerConfig(snr_shift_scale=SNR_SHIFT))
-    model, _ = load_transformer(PATHS.t2v)
+    model, _ = load_transformer(PATHS.t2v, dtype=torch.float32)
     model = model.float().train().requires_grad_(False)
     scale = vae.config.scaling_factor
     names = ["patch_embed.text_proj"] + [

@@ -187,7 +187,7 @@ def vae_decode(vae, z: torch.Tensor) -> torch.Tensor:
 
 def random_frames(gen: torch.Generator, batch: int, crop: int | None = None) -> torch.Tensor:
     """``[B, 3, H, W]`` frames of synthetic clips; ``crop``: a random ``crop``-pixel window holding the object."""
-    videos, clips = synthetic.make_batch(gen, batch)  # [B, 3, F, H, W]
+    videos, clips = synthetic.make_batch(gen, batch, **synthetic.SMALL_OBJECTS)  # [B, 3, F, H, W]
     f = torch.randint(videos.shape[2], (batch,), generator=gen)
     frames = videos[torch.arange(batch), :, f]  # [B, 3, H, W]
     if crop is None:
@@ -250,10 +250,13 @@ def load_vae_module(out: Path):
 
 # ------------------------------------------------------------------------------ data
 def draw_clip(gen: torch.Generator, stride: int | None = None, **kwargs):
-    """One clip of ``FRAMES`` frames read at ``stride`` from a ``SOURCE_FRAMES`` synthetic clip; (video, clip, fps)."""
+    """One clip of ``FRAMES`` frames read at ``stride`` from a ``SOURCE_FRAMES`` synthetic clip; (video, clip, fps).
+
+    The tiny VideoCrafter models' data: 64x64, ``synthetic.SMALL_OBJECTS``.
+    """
     if stride is None:
         stride = STRIDES[int(torch.randint(len(STRIDES), (1,), generator=gen))]
-    clip = synthetic.make_clip(gen, frames=SOURCE_FRAMES, **kwargs)
+    clip = synthetic.make_clip(gen, frames=SOURCE_FRAMES, **{**synthetic.SMALL_OBJECTS, **kwargs})
     index = torch.arange(FRAMES) * stride
     return clip.video[:, index], clip, FPS_BASE // stride
 
