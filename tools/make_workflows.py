@@ -382,9 +382,12 @@ def _build(page, name: str, api: dict) -> tuple[dict, dict]:
     return ui, prompt
 
 
+THUMBNAIL = 384  # px, the side of every template thumbnail
+
+
 def _thumbnail(host: ComfyHost, api: dict, dest: Path) -> None:
-    """Run ``api`` and save its video's first 9 frames as a 3x3 grid JPEG (square, as the
-    template browser's cards are), each frame scaled up 2x."""
+    """Run ``api`` and save its video's first 9 frames as a 3x3 grid JPEG, ``THUMBNAIL`` px square
+    (as the template browser's cards are): 128x128 frames as they are, 64x64 ones scaled up 2x."""
     from einops import rearrange
     from PIL import Image
 
@@ -400,7 +403,9 @@ def _thumbnail(host: ComfyHost, api: dict, dest: Path) -> None:
     frames = frames[:9] if len(frames) >= 9 else frames[[round(i * (len(frames) - 1) / 8) for i in range(9)]]
     grid = rearrange(frames, "(r c) h w ch -> (r h) (c w) ch", r=3)  # [3H, 3W, 3]
     image = Image.fromarray((grid * 255).round().byte().numpy())
-    image.resize((image.width * 2, image.height * 2), Image.NEAREST).save(dest, quality=90)
+    if image.size != (THUMBNAIL, THUMBNAIL):
+        image = image.resize((THUMBNAIL, THUMBNAIL), Image.NEAREST if image.width < THUMBNAIL else Image.LANCZOS)
+    image.save(dest, quality=90)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -134,6 +134,19 @@ class Judged:
 
 
 # ------------------------------------------------------------------------------ runs
+def generate(
+    vae: torch.nn.Module, model_variant: tuple, settings: Settings, positive, negative, seed: int, **inputs
+) -> torch.Tensor:
+    """One clip ``[3, F, H, W]`` in [-1, 1] at batch 1 with a workflow's ``settings``, as the sampler
+    node runs it; ``inputs``: ``pipeline.sample``'s conditioning (``image_latent``, ``concat_latent``...)."""
+    model, variant = model_variant
+    latent = pipeline.sample(
+        model, variant, torch.zeros(1, *settings.latent_shape()), positive, negative,
+        steps=settings.steps, cfg=settings.cfg, sampler=settings.sampler, seed=seed, **inputs,
+    )
+    return vae.decode(latent)[0].clamp(-1, 1)
+
+
 @torch.no_grad()
 def vae_round_trip(vae, clips: int = 48, seed: int = VAE_SEED, size: int | None = None, **clip_options) -> list[Judged]:
     """Encode (posterior mean) and decode ``clips`` held-out clips, 48 captions in turn, on a
@@ -167,18 +180,13 @@ def text_to_video(
 
     ``judge_colour``: the colour every clip should have instead of the caption's (a LoRA that recolours)."""
     settings = settings or Settings.from_workflow("text_to_video")
-    model, variant = models.t2v
     negative = models.encode([""])
     out = []
     for colour, shape, direction in captions:
         caption = synthetic.caption_for(colour, shape, direction)
         positive = models.encode([caption])
         for seed in seeds:
-            latent = pipeline.sample(
-                model, variant, torch.zeros(1, *settings.latent_shape()), positive, negative,
-                steps=settings.steps, cfg=settings.cfg, sampler=settings.sampler, seed=seed, **options,
-            )
-            video = models.vae.decode(latent)[0].clamp(-1, 1)
+            video = generate(models.vae, models.t2v, settings, positive, negative, seed, **options)
             judged = evaluation.judge_clip(video, judge_colour or colour, shape, direction)
             out.append(Judged(caption, seed, judged, {}))
     return out
@@ -220,7 +228,6 @@ def image_to_video(
 ) -> list[Judged]:
     """Each case's first frame and caption at every seed, batch 1; judged against the input image."""
     settings = settings or Settings.from_workflow("image_to_video")
-    model, variant = models.i2v
     negative = models.encode([""])
     out = []
     for clip in cases:
@@ -229,11 +236,7 @@ def image_to_video(
         img_latent = image_latent(models.vae, image[None])
         input_area = int(evaluation.object_masks(image)[0].sum())
         for seed in seeds:
-            latent = pipeline.sample(
-                model, variant, torch.zeros(1, *settings.latent_shape()), positive, negative,
-                steps=settings.steps, cfg=settings.cfg, sampler=settings.sampler, seed=seed, image_latent=img_latent,
-            )
-            video = models.vae.decode(latent)[0].clamp(-1, 1)
+            video = generate(models.vae, models.i2v, settings, positive, negative, seed, image_latent=img_latent)
             judged = evaluation.judge_clip(video, clip.colour, clip.shape, clip.direction)
             ratios = [a / input_area for a in judged.areas]
             out.append(Judged(clip.caption, seed, judged, {
@@ -260,7 +263,6 @@ def start_end_to_video(
     from cogvideox import conditioning
 
     settings = settings or Settings.from_workflow("first_last_frame")
-    model, variant = models.inp
     negative = models.encode([""])
     shape = settings.latent_shape()
     out = []
@@ -272,12 +274,9 @@ def start_end_to_video(
         for seed in seeds:
             masked = conditioning.noise_augment_known(
                 conditioning.masked_video(known, mask), noise_aug, torch.Generator().manual_seed(seed))
-            latent = pipeline.sample(
-                model, variant, torch.zeros(1, *shape), positive, negative, steps=settings.steps, cfg=settings.cfg,
-                sampler=settings.sampler, seed=seed, concat_latent=models.vae.encode(masked),
-                concat_mask=conditioning.inpaint_mask_latent(mask, *shape[1:]),
-            )
-            got = models.vae.decode(latent)[0].clamp(-1, 1)
+            got = generate(models.vae, models.inp, settings, positive, negative, seed,
+                           concat_latent=models.vae.encode(masked),
+                           concat_mask=conditioning.inpaint_mask_latent(mask, *shape[1:]))
             shifts = (synthetic.centroids(got[:, [0, -1]]) - want).norm(dim=1).nan_to_num(float("inf")).tolist()
             judged = evaluation.judge_clip(got, clip.colour, clip.shape, clip.direction)
             out.append(Judged(clip.caption, seed, judged, {"start_shift": shifts[0], "end_shift": shifts[1]}))
