@@ -17,7 +17,7 @@ Diffusion Model", arXiv:2411.19108). At most ``max_skips`` steps in a row reuse 
 the residual of this model changes by ~20% (relative L1) from step to step even late in the
 schedule, so long runs of reuse drift.
 
-Measured on the shipped tiny model (``tools/cache_study.py``: 8 prompt/seed pairs, PSNR of the
+Measured on the 64x64 tiny model shipped until 2026-11-28 (``tools/cache_study.py``: 8 prompt/seed pairs, PSNR of the
 decoded frames against the uncached run, worst case over the pairs; speed-up in transformer
 rows, a CFG step being two): threshold 0.8 with these defaults (``max_skips`` 3) computes 28 of
 50 steps (1.79x) at 32.7 dB worst (median 36.2); ``max_skips`` 4 computes 26-27 (1.85-1.92x)
@@ -31,11 +31,15 @@ steps in 20-49) 17-19 dB. At 25 steps ``max_skips`` 1 computes 18 of 25 (1.39x) 
 
 Second pass (``docs/step_cache.md``, ``tools/cache_calibrate.py``): skip plans calibrated per step
 count on prompt/seed pairs disjoint from the evaluation pairs (``plan="calibrated"``,
-``CALIBRATED_PHASES``): at 50 steps 25 computed (2.00x) at 28.6 dB worst (median 31.1), at 25
-steps 16 computed (1.56x) at 23.2 dB worst (median 32.5); TeaCache's
-fitted polynomial, MagCache's magnitude ratios, the residual's own change rate and
-First-Block-Cache measured the same way reach 2x only at 22-29 dB worst: the worst pair's layout
-is still moving in the first ~36% of the steps, and any skip there moves its object.
+``CALIBRATED_PHASES``), and a skipped step's residual moved ``extrapolate`` of the way along the line
+through the last two computed residuals (``CALIBRATED_EXTRAPOLATE``: half way; plain reuse lags a
+residual that still changes ~20% a step, full linear extrapolation overshoots). On the 128x128 tiny
+model shipped since, with threshold 0.8: 50 steps 26-27 computed (1.85-1.92x) at 29.7 dB worst
+(median 35.8), 25 steps 16 computed (1.56x) at 30.7 dB worst (median 34.1); the adaptive default
+there: 28 of 50 at 27.6 dB worst. TeaCache's fitted polynomial, MagCache's magnitude ratios, the
+residual's own change rate, First-Block-Cache and block-level reuse measured the same way do worse:
+the worst pair's layout is still moving in the first ~30% of the steps, and any skip there moves
+its object.
 
 The indicator, the decision and the residual cover the whole network batch (with CFG: the
 unconditional and conditional halves together), so both halves skip together.
@@ -59,22 +63,34 @@ DEFAULT_MAX_SKIPS = 3  # at most this many steps in a row reuse one residual (4:
 
 Phases = tuple[tuple[float, int], ...]  # (from this fraction of the steps on, at most this many skips in a row)
 
-# Skip plans per step count, calibrated on the 64x64 tiny model by ``tools/cache_calibrate.py``
-# (prompt/seed pairs disjoint from the evaluation pairs of ``tools/cache_study.py``). Step counts
-# in between use the plan of the nearest calibrated count (the phases are fractions of the steps).
-# Not yet recalibrated on the 128x128 tiny model shipped since (its workflow caption at 50 steps:
-# 26 of 50 computed at 28.6 dB).
+# Skip plans per step count, calibrated on the 128x128 tiny model by ``tools/cache_calibrate.py``
+# (prompt/seed pairs disjoint from the evaluation pairs of ``tools/cache_study.py``; 26.7 / 28.1 dB
+# worst on those pairs at exactly 25 / 16 computed steps). Step counts in between use the plan of
+# the nearest calibrated count (the phases are fractions of the steps).
 CALIBRATED_PHASES: dict[int, Phases] = {
-    50: ((0.36, 4),),
-    25: ((0.44, 2),),
+    50: ((0.28, 1), (0.6, 6)),
+    25: ((0.44, 1), (0.6, 3)),
+}
+# ``StepCache.extrapolate`` of each calibrated plan (calibrated with it by ``tools/cache_calibrate.py``)
+CALIBRATED_EXTRAPOLATE: dict[int, float] = {
+    50: 0.5,
+    25: 0.5,
 }
 PLANS = ("adaptive", "calibrated")  # the ``plan`` argument of ``CachedDenoiser`` / ``pipeline.sample``
 
 
+def _nearest_calibrated(num_steps: int) -> int:
+    return min(CALIBRATED_PHASES, key=lambda n: (abs(n - num_steps), n))
+
+
 def calibrated_phases(num_steps: int) -> Phases:
     """The calibrated plan of the step count nearest ``num_steps``."""
-    nearest = min(CALIBRATED_PHASES, key=lambda n: (abs(n - num_steps), n))
-    return CALIBRATED_PHASES[nearest]
+    return CALIBRATED_PHASES[_nearest_calibrated(num_steps)]
+
+
+def calibrated_extrapolate(num_steps: int) -> float:
+    """The calibrated ``extrapolate`` of the step count nearest ``num_steps``."""
+    return CALIBRATED_EXTRAPOLATE.get(_nearest_calibrated(num_steps), 0.0)
 
 
 class StepCache:
@@ -87,6 +103,10 @@ class StepCache:
     steps in a row that reuse one residual (None = no limit). ``phases`` (replaces ``start`` and
     ``max_skips``): ``((fraction, max_skips), ...)`` in increasing fraction: from step
     ``ceil(fraction * num_steps)`` on, at most ``max_skips`` in a row; no skip before the first.
+    ``extrapolate`` in [0, 1]: a skipped step moves the reused residual that share of the way along
+    the line through the last two computed residuals (0 = plain reuse; 1 = linear extrapolation,
+    TaylorSeer-like; in between a damped step, which beats both on the tiny model). It keeps one
+    more residual (the size of the block stack's video output) while sampling.
     """
 
     def __init__(
@@ -97,6 +117,7 @@ class StepCache:
         start: float = DEFAULT_START,
         max_skips: int | None = DEFAULT_MAX_SKIPS,
         phases: Phases | None = None,
+        extrapolate: float = 0.0,
     ):
         if threshold < 0:
             raise ValueError(f"cache threshold must be >= 0, got {threshold}")
@@ -120,6 +141,10 @@ class StepCache:
         self.residual: torch.Tensor | None = None  # video out - video in of the last computed step
         self.computed: list[int] = []
         self.skipped: list[int] = []
+        if not 0.0 <= extrapolate <= 1.0:
+            raise ValueError(f"cache extrapolate must be in [0, 1], got {extrapolate}")
+        self.extrapolate = float(extrapolate)
+        self.earlier: tuple[int, torch.Tensor] | None = None  # (step, residual) of the computed step before the last
 
     def _change(self, current: torch.Tensor) -> float:
         prev = self.previous
@@ -138,6 +163,15 @@ class StepCache:
         self.accumulated += self._change(current)
         return self.accumulated >= self.threshold
 
+    def reused_residual(self) -> torch.Tensor:
+        """The residual a skipped step adds: the last computed one, moved ``extrapolate`` of the way
+        along the line through the last two computed residuals (``r1 + a * (i - i1) / (i1 - i0) * (r1 - r0)``)."""
+        if self.extrapolate == 0.0 or self.earlier is None:
+            return self.residual
+        (i0, r0), i1 = self.earlier, self.computed[-1]
+        a = self.extrapolate * (self.step - i1) / (i1 - i0)
+        return torch.lerp(self.residual, r0.to(self.residual.device), -a)  # r1 + a (r1 - r0)
+
     def __call__(self, model: CogVideoXTransformer, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
         current = model.first_block_modulated_input(tokens)  # [B, N, D] float32
         compute = self.should_compute(current, tokens.video.shape)
@@ -145,10 +179,14 @@ class StepCache:
         if not compute:
             self.skipped.append(self.step)
             self.in_a_row += 1
-            residual = self.residual.to(tokens.video.device)
+            residual = self.reused_residual().to(tokens.video.device)
             return tokens.video + residual, tokens.text
         self.accumulated = 0.0
         self.in_a_row = 0
+        if self.extrapolate and self.residual is not None and self.residual.shape == tokens.video.shape:
+            self.earlier = (self.computed[-1], self.residual)
+        else:
+            self.earlier = None
         self.computed.append(self.step)
         video, text = model.run_all_blocks(tokens)
         self.residual = (video - tokens.video.to(video.device)).detach()  # [B, N, D]
@@ -173,8 +211,9 @@ class CachedDenoiser(Denoiser):
 
     The model must be a ``CogVideoXTransformer``: the cache needs its staged forward. The
     cache is installed on ``model.step_cache`` for the duration of each call only. ``plan``:
-    "adaptive" (``start`` and ``max_skips``) or "calibrated" (``calibrated_phases`` of the step
-    count); explicit ``phases`` (see ``StepCache``) override both.
+    "adaptive" (``start`` and ``max_skips``, plain reuse) or "calibrated" (``calibrated_phases`` and
+    ``calibrated_extrapolate`` of the step count); explicit ``phases`` / ``extrapolate`` (see
+    ``StepCache``) override the plan's.
     """
 
     def __init__(
@@ -186,6 +225,7 @@ class CachedDenoiser(Denoiser):
         max_skips: int | None = DEFAULT_MAX_SKIPS,
         plan: str = "adaptive",
         phases: Phases | None = None,
+        extrapolate: float | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -196,7 +236,9 @@ class CachedDenoiser(Denoiser):
         n = len(self.schedule)
         if phases is None and plan == "calibrated":
             phases = calibrated_phases(n)
-        self.cache = StepCache(threshold, n, rescale, start, max_skips, phases)
+        if extrapolate is None:
+            extrapolate = calibrated_extrapolate(n) if plan == "calibrated" else 0.0
+        self.cache = StepCache(threshold, n, rescale, start, max_skips, phases, extrapolate)
 
     def velocity(self, x: torch.Tensor, i: int) -> torch.Tensor:
         self.cache.step = i

@@ -3,17 +3,22 @@
     .venv/bin/python tools/cache_calibrate.py                 # 50 and 25 steps, prints the table
     .venv/bin/python tools/cache_calibrate.py --steps 50 --speedup 2.0
 
-Re-run it after retraining the tiny model and paste the printed ``CALIBRATED_PHASES`` into
-``cogvideox/cache.py``; then ``tools/cache_study.py --only calibrated`` measures the plans on the
-evaluation pairs, and ``tools/benchmark.py --only cache`` times them.
+Re-run it after retraining the tiny model and paste the printed ``CALIBRATED_PHASES`` and
+``CALIBRATED_EXTRAPOLATE`` into ``cogvideox/cache.py``; then ``tools/cache_study.py --only calibrated``
+measures the plans on the evaluation pairs, and ``tools/benchmark.py --only cache`` times them.
 
 A plan is ``((fraction, max_skips), ...)``: no skip before the first fraction of the steps, then
 at most ``max_skips`` steps in a row reuse the last computed residual (the last step always
-runs). Candidates are one or two phases (``candidates``); each is run on the calibration
-prompt/seed pairs (``cache_study.CALIBRATION_PAIRS``: captions and seeds disjoint from the 8
-evaluation pairs) and scored by the worst PSNR of the decoded frames against the uncached run.
-Among the plans that compute at most ``steps / speedup`` steps the best worst case wins (ties:
-fewer computed steps). A candidate stops at its first pair below the best worst case so far.
+runs), each with every ``EXTRAPOLATES`` factor of the reused residual (``StepCache.extrapolate``).
+Candidates are one or two phases (``candidates``); each runs through ``CachedDenoiser`` on the
+calibration prompt/seed pairs (``cache_study.CALIBRATION_PAIRS``: captions and seeds disjoint from the 8
+evaluation pairs) with the cache threshold ``--threshold`` (default inf: the caps alone decide; with a
+finite one, e.g. the sampler's 0.8, the indicator may compute steps the caps would skip, so candidates
+whose caps alone compute up to ``--slack`` steps under the budget are tried and what each run
+computed is counted) and scored by the worst PSNR of the decoded frames against the uncached run.
+Among the plans that compute at most ``steps / speedup`` steps on every calibration pair the best
+worst case wins. A candidate stops at its first pair below the best worst
+case so far or over the budget.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from cogvideox.cache import Phases, StepCache  # noqa: E402
 
 log = logging.getLogger("cache_calibrate")
 TARGETS = {50: 2.0, 25: 1.5}  # the step counts calibrated and the speed-up each must reach
+EXTRAPOLATES = (0.0, 0.25, 0.5)  # StepCache.extrapolate values searched with every plan
+THRESHOLD = math.inf  # the cache threshold the plans are calibrated with (inf: the caps alone decide)
 
 
 def computed_steps(phases: Phases, steps: int) -> list[int]:
@@ -54,8 +61,9 @@ def computed_steps(phases: Phases, steps: int) -> list[int]:
     return done
 
 
-def candidates(steps: int, budget: int) -> list[Phases]:
-    """One- and two-phase plans that compute ``budget`` or ``budget - 1`` steps, most computed first."""
+def candidates(steps: int, budget: int, slack: int = 1) -> list[Phases]:
+    """One- and two-phase plans whose caps alone compute ``budget - slack`` to ``budget`` steps, most computed first
+    (the indicator may ask for more: ``calibrate`` counts what each run computed)."""
     warmups = (0.24, 0.28, 0.32, 0.36, 0.4, 0.44)
     plans: list[Phases] = [((w, k),) for w, k in itertools.product(warmups, (2, 3, 4, 5))]
     plans += [
@@ -66,47 +74,72 @@ def candidates(steps: int, budget: int) -> list[Phases]:
     seen, kept = set(), []
     for plan in plans:
         done = tuple(computed_steps(plan, steps))
-        if budget - 1 <= len(done) <= budget and done not in seen:
+        if budget - slack <= len(done) <= budget and done not in seen:
             seen.add(done)
             kept.append(plan)
     return sorted(kept, key=lambda p: -len(computed_steps(p, steps)))
 
 
-def calibrate(study: cache_study.Study, steps: int, speedup: float) -> tuple[Phases, float]:
+def calibrate(
+    study: cache_study.Study,
+    steps: int,
+    speedup: float,
+    extrapolates: tuple[float, ...] = EXTRAPOLATES,
+    threshold: float = math.inf,
+    slack: int = 1,
+) -> tuple[Phases, float, float]:
+    """The plan and ``extrapolate`` with the best worst PSNR on the calibration pairs, and that PSNR.
+
+    ``threshold``: the cache threshold the plans run with (``inf``: the caps alone decide; a finite one
+    lets the indicator compute more steps than the caps ask for: a candidate computing more than the
+    budget on any calibration pair is dropped)."""
     budget = math.floor(steps / speedup)
-    plans = candidates(steps, budget)
-    log.info("%d steps: %d candidate plans computing at most %d steps", steps, len(plans), budget)
-    best, best_worst = None, -math.inf
-    for plan in plans:
-        done = set(computed_steps(plan, steps))
-        make = study.fixed(lambda i, n, done=done: "full" if i in done else "skip")
-        worst = math.inf
+    plans = candidates(steps, budget, slack)
+    log.info("%d steps: %d candidate plans x %d extrapolate factors computing at most %d steps (threshold %s)",
+             steps, len(plans), len(extrapolates), budget, threshold)
+    best, best_worst = (None, 0.0), -math.inf
+    for plan, extrapolate in itertools.product(plans, extrapolates):
+        make = study.adaptive(threshold=threshold, phases=plan, extrapolate=extrapolate)
+        worst, most = math.inf, 0
         for caption, seed in cache_study.CALIBRATION_PAIRS:
-            worst = min(worst, study.score(caption, seed, steps, make)[0])
-            if worst <= best_worst:
+            db, rows = study.score(caption, seed, steps, make)
+            worst, most = min(worst, db), max(most, rows // 2)
+            if worst <= best_worst or most > budget:
                 break
-        log.info("  %s: %d computed, worst %.1f dB", plan, len(done), worst)
-        if worst > best_worst:
-            best, best_worst = plan, worst
-    return best, best_worst
+        log.info("  %s, extrapolate %.2f: %d computed (caps alone %d), worst %.1f dB", plan, extrapolate,
+                 most, len(computed_steps(plan, steps)), worst)
+        if worst > best_worst and most <= budget:
+            best, best_worst = (plan, extrapolate), worst
+    return *best, best_worst
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=list(TARGETS))
     parser.add_argument("--speedup", type=float, help="fewer computed steps than this (default: 2.0 at 50, 1.5 at 25)")
+    parser.add_argument("--threshold", type=float, default=THRESHOLD,
+                        help="the cache threshold the plans are calibrated with (inf: the caps alone)")
+    parser.add_argument("--slack", type=int, default=1,
+                        help="candidates whose caps alone compute down to budget - slack steps (the indicator adds)")
+    parser.add_argument("--extrapolate", type=float, nargs="+", default=list(EXTRAPOLATES))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     study = cache_study.Study(calibration=True)
     table = {}
     for steps in args.steps:
-        plan, worst = calibrate(study, steps, args.speedup or TARGETS.get(steps, 2.0))
-        table[steps] = plan
-        log.info("%d steps: %s, worst %.1f dB on the calibration pairs", steps, plan, worst)
+        plan, extrapolate, worst = calibrate(study, steps, args.speedup or TARGETS.get(steps, 2.0),
+                                             tuple(args.extrapolate), args.threshold, args.slack)
+        table[steps] = plan, extrapolate
+        log.info("%d steps: %s, extrapolate %.2f, worst %.1f dB on the calibration pairs", steps, plan, extrapolate,
+                 worst)
     print("CALIBRATED_PHASES: dict[int, Phases] = {")
-    for steps, plan in table.items():
+    for steps, (plan, _) in table.items():
         print(f"    {steps}: {plan!r},")
+    print("}")
+    print("CALIBRATED_EXTRAPOLATE: dict[int, float] = {")
+    for steps, (_, extrapolate) in table.items():
+        print(f"    {steps}: {extrapolate!r},")
     print("}")
     return 0
 

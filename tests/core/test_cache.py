@@ -128,3 +128,37 @@ def test_calibrated_plan_uses_the_nearest_calibrated_step_count(setup):
         StepCache(0.1, 10, phases=((0.5, 1), (0.2, 2)))
     with pytest.raises(ValueError, match="max_skips >= 0"):
         StepCache(0.1, 10, phases=((0.5, -1),))
+
+
+def test_extrapolate_moves_the_reused_residual_along_the_last_two(setup):
+    """extrapolate a: a skipped step adds r1 + a * (i - i1) / (i1 - i0) * (r1 - r0) (r0, r1 the residuals of
+    the last two computed steps i0 < i1); 0 is plain reuse; the calibrated plan carries its own factor."""
+    from cogvideox.cache import calibrated_extrapolate
+
+    model = setup[0]
+    plain_out, plain = _run_denoiser(setup, CachedDenoiser, threshold=100.0, phases=((0.25, 2),))
+    seen = []
+
+    class Spy(StepCache):
+        def reused_residual(self):
+            r = super().reused_residual()
+            seen.append((self.step, self.computed[-2:], self.earlier[1].clone() if self.earlier else None,
+                         self.residual.clone(), r))
+            return r
+
+    schedule = make_schedule(setup[1].scheduler_config(), STEPS, 1.0)
+    den = CachedDenoiser(model, schedule, setup[3], setup[4], cfg=6.0, threshold=100.0, phases=((0.25, 2),),
+                         extrapolate=0.5)
+    den.cache = Spy(100.0, STEPS, phases=((0.25, 2),), extrapolate=0.5)
+    noise = frames_first_noise(torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = SAMPLERS["dpm"](den, noise(setup[2]), schedule, noise_sampler=noise, callback=None)
+    assert den.cache.skipped == plain.cache.skipped and seen
+    for step, (i0, i1), r0, r1, used in seen:
+        torch.testing.assert_close(used, r1 + 0.5 * (step - i1) / (i1 - i0) * (r1 - r0))
+    assert (out - plain_out).abs().max() > 1e-4  # a different run than plain reuse
+    assert plain.cache.extrapolate == 0.0
+    _, calibrated = _run_denoiser(setup, CachedDenoiser, threshold=100.0, plan="calibrated")
+    assert calibrated.cache.extrapolate == calibrated_extrapolate(STEPS)
+    with pytest.raises(ValueError, match="extrapolate"):
+        StepCache(0.1, 10, extrapolate=1.5)
