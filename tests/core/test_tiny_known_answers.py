@@ -111,11 +111,13 @@ def generate(
         return torch.stack([vae.decode(latent[k : k + 1])[0] for k in range(n)]).clamp(-1, 1)
 
 
-def t2v_report(model, variant, vae, encode_text, seed=0) -> tuple[float, list[str]]:
-    prompts = [synthetic.caption_for(*case) for case in T2V_CASES]
+def t2v_report(model, variant, vae, encode_text, seed=0, first=None) -> tuple[float, list[str]]:
+    """Share of the 16 captions (or the ``first`` of them) drawn right, a line each."""
+    cases = T2V_CASES[:first]
+    prompts = [synthetic.caption_for(*case) for case in cases]
     videos = generate(model, variant, vae, encode_text, prompts, seed=seed)
     lines, good = [], 0
-    for (colour, _, direction), prompt, video in zip(T2V_CASES, prompts, videos, strict=True):
+    for (colour, _, direction), prompt, video in zip(cases, prompts, videos, strict=True):
         ok, what = judge_t2v(video, colour, direction)
         good += ok
         lines.append(f"{'ok ' if ok else 'BAD'} {prompt!r}: {what}")
@@ -187,8 +189,10 @@ def _sign_flipped(model):
 
 
 def test_the_text_to_video_check_fails_when_the_v_prediction_sign_is_flipped(t2v, vae, encode_text):
+    """On the first 8 captions (the suite's time): under half right there fails the 16-caption check
+    whatever the other 8 give (at most 11 of 16)."""
     model, variant = t2v
-    accuracy, lines = t2v_report(_sign_flipped(model), variant, vae, encode_text)
+    accuracy, lines = t2v_report(_sign_flipped(model), variant, vae, encode_text, first=8)
     assert accuracy < 0.5, "\n".join(lines)
 
 

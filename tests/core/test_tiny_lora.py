@@ -3,8 +3,8 @@ text-to-video model it draws every shape blue whatever colour the caption asks f
 
 Measured as the dominant palette colour of the object pixels over all frames
 (``synthetic.video_colour``) of the 16 known-answer captions (every colour x direction): blue on
->= 90% with the LoRA at strength 1, on the base rate (the blue captions, 4 of 16, when the model
-draws the asked colour) at strength 0.
+>= 90% with the LoRA at strength 1; at strength 0 (the control, on 6 of the captions that ask for
+another colour: the suite's time) at most one is blue.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LORA_FILE = ROOT / "tiny" / "loras" / "cogvideox_tiny_blue_lora.safetensors"
 VAE_FILE = ROOT / "tiny" / "vae" / "cogvideox_tiny_vae.safetensors"
 PROMPTS = [synthetic.caption_for(*case) for case in T2V_CASES]
-BASE_RATE = sum(colour == "blue" for colour, _, _ in T2V_CASES) / len(T2V_CASES)  # 4 of 16
+# the strength-0 control: two captions of each other colour
+CONTROL = [synthetic.caption_for(*case) for case in T2V_CASES if case[0] != "blue"][::2]
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +35,10 @@ def blue_rates() -> dict[float, tuple[float, list]]:
     encode = make_text_encoder()
     parsed = lora.load_lora(LORA_FILE, lora.linear_targets(model))
     rates = {}
-    for strength in (0.0, 1.0):
+    for strength, prompts in ((0.0, CONTROL), (1.0, PROMPTS)):
         patched = lora.merge(copy.deepcopy(model), parsed, strength)
-        colours = [synthetic.video_colour(v) for v in generate(patched, variant, vae, encode, PROMPTS)]
-        rates[strength] = (sum(c == "blue" for c in colours) / len(colours), list(zip(PROMPTS, colours, strict=True)))
+        colours = [synthetic.video_colour(v) for v in generate(patched, variant, vae, encode, prompts)]
+        rates[strength] = (sum(c == "blue" for c in colours), list(zip(prompts, colours, strict=True)))
     return rates
 
 
@@ -50,10 +51,10 @@ def test_the_shipped_lora_is_a_small_diffusers_lora():
 
 
 def test_the_shipped_lora_draws_every_shape_blue(blue_rates):
-    rate, seen = blue_rates[1.0]
-    assert rate >= MIN_ACCURACY, seen
+    blue, seen = blue_rates[1.0]
+    assert blue / len(PROMPTS) >= MIN_ACCURACY, seen
 
 
 def test_at_strength_zero_blue_shows_at_the_base_rate(blue_rates):
-    rate, seen = blue_rates[0.0]
-    assert rate <= BASE_RATE + 1 / 16, seen
+    blue, seen = blue_rates[0.0]
+    assert len(seen) == 6 and blue <= 1, seen

@@ -101,7 +101,8 @@ def test_decoder_only_fine_tuning_leaves_the_encoder_and_the_latent_space(train,
     threads = torch.get_num_threads()
     try:
         train.main(["--stage", "vae", "--resume", "--vae-decoder-only", "--out", str(out), "--vae-steps", "1",
-                    "--vae-batch", "1", "--threads", "1", "--lr-vae", "1e-2", "--size", "128", *extra])
+                    "--vae-batch", "1", "--threads", "1", "--lr-vae", "1e-2", "--size", "128", "--vae-eval-clips", "2",
+                    *extra])
     finally:
         train.PATHS.set_out(TINY)  # main() pointed the module's paths at the temporary folder
         torch.set_num_threads(threads)

@@ -179,7 +179,7 @@ def stage_vae(args) -> None:
                      kl.item(), time.time() - t0)
         if args.save_every and (step + 1) % (5 * args.save_every) == 0 and step + 1 < steps:
             save_vae(vae, config, clip_options(args), clips=8, scale=keep_scale)  # a checkpoint (stop early)
-    save_vae(vae, config, clip_options(args), clips=32, scale=keep_scale)
+    save_vae(vae, config, clip_options(args), clips=args.vae_eval_clips, scale=keep_scale)
     log.info("vae: %d params, %.0f s", n_params, time.time() - t0)
 
 
@@ -398,6 +398,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vae-x0-t", type=int, default=300, help="--vae-x0-model: timesteps below this")
     p.add_argument("--vae-x0-share", type=float, default=0.5, help="--vae-x0-model: share of the crops from it")
     p.add_argument("--vae-crop", type=int, default=32, help="VAE: side of the crops around the object")
+    p.add_argument("--vae-eval-clips", type=int, default=32,
+                   help="VAE: clips whose posterior sets the scaling factor and whose PSNR is logged at the end")
     p.add_argument("--resume", action="store_true", help="continue training the model the stage already wrote")
     p.add_argument("--clips", type=int, default=1536, help="clips pre-encoded for the transformers")
     p.add_argument("--latents-cache", action="store_true",
