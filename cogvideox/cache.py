@@ -144,7 +144,7 @@ class StepCache:
         if not 0.0 <= extrapolate <= 1.0:
             raise ValueError(f"cache extrapolate must be in [0, 1], got {extrapolate}")
         self.extrapolate = float(extrapolate)
-        self.earlier: tuple[int, torch.Tensor] | None = None  # (step, residual) of the computed step before the last
+        self.earlier: torch.Tensor | None = None  # the residual of the computed step before the last (extrapolate)
 
     def _change(self, current: torch.Tensor) -> float:
         prev = self.previous
@@ -168,9 +168,9 @@ class StepCache:
         along the line through the last two computed residuals (``r1 + a * (i - i1) / (i1 - i0) * (r1 - r0)``)."""
         if self.extrapolate == 0.0 or self.earlier is None:
             return self.residual
-        (i0, r0), i1 = self.earlier, self.computed[-1]
+        i0, i1 = self.computed[-2:]
         a = self.extrapolate * (self.step - i1) / (i1 - i0)
-        return torch.lerp(self.residual, r0.to(self.residual.device), -a)  # r1 + a (r1 - r0)
+        return torch.lerp(self.residual, self.earlier.to(self.residual.device), -a)  # r1 + a (r1 - r0)
 
     def __call__(self, model: CogVideoXTransformer, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
         current = model.first_block_modulated_input(tokens)  # [B, N, D] float32
@@ -183,10 +183,8 @@ class StepCache:
             return tokens.video + residual, tokens.text
         self.accumulated = 0.0
         self.in_a_row = 0
-        if self.extrapolate and self.residual is not None and self.residual.shape == tokens.video.shape:
-            self.earlier = (self.computed[-1], self.residual)
-        else:
-            self.earlier = None
+        same_batch = self.residual is not None and self.residual.shape == tokens.video.shape
+        self.earlier = self.residual if self.extrapolate and same_batch else None
         self.computed.append(self.step)
         video, text = model.run_all_blocks(tokens)
         self.residual = (video - tokens.video.to(video.device)).detach()  # [B, N, D]

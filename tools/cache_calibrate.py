@@ -85,7 +85,7 @@ def calibrate(
     steps: int,
     speedup: float,
     extrapolates: tuple[float, ...] = EXTRAPOLATES,
-    threshold: float = math.inf,
+    threshold: float = THRESHOLD,
     slack: int = 1,
 ) -> tuple[Phases, float, float]:
     """The plan and ``extrapolate`` with the best worst PSNR on the calibration pairs, and that PSNR.

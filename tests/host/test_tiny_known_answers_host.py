@@ -26,12 +26,10 @@ from harness.known_answers import (
     judge_i2v,
     judge_t2v,
     run_video,
-    vae_round_trip_psnr,
 )
 from PIL import Image
 
 from cogvideox import synthetic
-from cogvideox.loading import load_vae
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +65,6 @@ def test_text_to_video_through_the_nodes_draws_the_asked_colour_moving_the_asked
 
 def test_image_to_video_through_the_nodes_keeps_the_first_frame_and_moves_as_captioned(comfy_client):
     base = _api("image_to_video")
-    vae = load_vae(ROOT / "tiny" / "vae" / "cogvideox_tiny_vae.safetensors").float().eval()
     good, moves, lines, folder = 0, 0, [], Path(tempfile.mkdtemp())
     for k, case in enumerate(I2V_CASES):
         colour, shape, direction, start = case
@@ -81,8 +78,7 @@ def test_image_to_video_through_the_nodes_keeps_the_first_frame_and_moves_as_cap
         _node(api, "CogVideoXTextEncode", "Positive prompt")["text"] = prompt
         video = run_video(comfy_client, api)
         given = pixels.permute(2, 0, 1).float() / 127.5 - 1  # the 8-bit image, [3, H, W]
-        ceiling = vae_round_trip_psnr(vae, given[:, None])
-        ok, moved, what = judge_i2v(video, given, ceiling, colour, direction)
+        ok, moved, what = judge_i2v(video, given, colour, direction)
         good += ok
         moves += moved
         lines.append(f"{'ok ' if ok else 'BAD'} {prompt!r} from {start}: {what}")

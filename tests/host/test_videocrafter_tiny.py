@@ -109,7 +109,7 @@ def test_image_to_video_keeps_the_object_and_moves_it(run):
         image = ka.first_frame(case, size=64, object_size=17.0)[:, 0]  # [3, H, W]: its 64x64 data
         ceiling = ka.synthetic.psnr(run.round_trip(I2V, image), image)
         video = run(I2V, f"a {colour} {shape} moving {direction}", settings, image=image)
-        ok, moves, what = ka.judge_i2v(video, image, ceiling, colour, direction)
+        ok, moves, what = ka.judge_i2v(video, image, colour, direction, ceiling)
         right += ok
         moving += moves
         drawn += ka.synthetic.video_colour(video) is not None

@@ -448,7 +448,7 @@ def quick_eval(args, out: Path, loading, image: bool, seed: int = 0, count: int 
             first = video[:, 0]  # [3, H, W]
             with torch.no_grad():
                 ceiling = synthetic.psnr(vae_decode(vae, vae_moments(vae, first[None])[0])[0], first)
-            ok_known += known_answers.judge_i2v(clip_frames, first, ceiling, colour, direction)[0]
+            ok_known += known_answers.judge_i2v(clip_frames, first, colour, direction, ceiling)[0]
         else:
             ok_known += known_answers.judge_t2v(clip_frames, colour, direction)[0]
     result = {"tag": tag, "seed": seed, "colour": ok_colour / count, "colour_and_direction": ok_dir / count,
