@@ -56,7 +56,8 @@ def start_kept(video: torch.Tensor, clip) -> bool:
 def test_first_last_frame_through_the_nodes_goes_from_the_start_to_the_end(comfy_client):
     base = _api()
     sampler = _node(base, "CogVideoXSampler")
-    assert (sampler["steps"], sampler["cfg"], sampler["denoise"]) == (25, 6.0, 1.0)  # the shipped settings
+    # the shipped settings (CFG 1.5: with both ends given, CFG 6 pushes the object past the end frame)
+    assert (sampler["steps"], sampler["cfg"], sampler["denoise"]) == (25, 1.5, 1.0)
     folder, good, starts, lines = Path(tempfile.mkdtemp()), 0, 0, []
     for k, clip in enumerate(fun_clips()):
         api = copy.deepcopy(base)
@@ -74,5 +75,5 @@ def test_first_last_frame_through_the_nodes_goes_from_the_start_to_the_end(comfy
     print("\n".join([f"first/last frame through the nodes: {good}/16, start kept {starts}/16", *lines]))
     assert starts >= 12, "\n".join(lines)  # the start frame (what the model inherited from the i2v) is kept
     if good / 16 < MIN_ACCURACY:
-        # measured on the shipped file (tiny/MODEL_CARD.md): 5/16, start kept 16/16, end 1.3-6.8 px off
+        # measured on the 64x64 file before the shipped one: 5/16, start kept 16/16, end 1.3-6.8 px off at 64x64
         pytest.xfail(f"first/last frame through the nodes: {good}/16 (target 90%)\n" + "\n".join(lines))

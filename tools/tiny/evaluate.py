@@ -318,14 +318,17 @@ def t2v_table(judged: list[Judged]) -> dict[str, float]:
     }
 
 
-def inp_table(judged: list[Judged], width: int, max_shift: float = 3.0) -> dict[str, float]:
-    """``max_shift``: px at 64x64, scaled with ``width`` (the known-answer check's limit)."""
+def inp_table(judged: list[Judged], limit: float = 3.0) -> dict[str, float]:
+    """``limit``: px (the known-answer check's, issue 20's 3 px at both ends), also the share within twice that."""
     s = evaluation.summarise(j.judgement for j in judged)
-    n, limit = len(judged), max_shift * width / synthetic.SIZE
+    n = len(judged)
     return {
         "clips": s.clips,
         f"start within {limit:g} px": sum(j.extra["start_shift"] <= limit for j in judged) / n,
         f"end within {limit:g} px": sum(j.extra["end_shift"] <= limit for j in judged) / n,
+        f"both ends within {limit:g} px": sum(max(j.extra["start_shift"], j.extra["end_shift"]) <= limit
+                                          for j in judged) / n,
+        f"end within {2 * limit:g} px": sum(j.extra["end_shift"] <= 2 * limit for j in judged) / n,
         "end shift median px": sorted(j.extra["end_shift"] for j in judged)[n // 2],
         "colour right (every frame)": s.colour,
         "direction right": s.direction,
@@ -420,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
             s = settings("first_last_frame")
             judged = start_end_to_video(models, first_frames(args.clips, settings=s, **data), args.seeds, s)
             table = format_table(f"Fun InP from start + end frames, {args.clips} fresh clips x seeds {args.seeds}, "
-                                 f"{s.steps} steps, CFG {s.cfg}", inp_table(judged, s.width))
+                                 f"{s.steps} steps, CFG {s.cfg}", inp_table(judged))
         else:
             s = settings("image_to_video")
             judged = image_to_video(models, first_frames(args.clips, settings=s, **data), args.seeds, s)
