@@ -87,10 +87,15 @@ def test_image_to_video_through_the_nodes_keeps_the_first_frame_and_moves_as_cap
     assert good / len(I2V_CASES) >= MIN_ACCURACY, "\n".join(lines)
 
 
+# the shipped settings: the tiny models' templates sample at CFG 2.5 / 1.5 (tools/make_workflows.py T2V_CFG / I2V_CFG;
+# at the reference's 6 the tiny models overdrive the caption: tiny/MODEL_CARD.md, "Guidance")
+SHIPPED_SAMPLING = {"text_to_video": (25, 2.5, 1.0), "image_to_video": (25, 1.5, 1.0)}
+
+
 @pytest.mark.parametrize("stem", ["text_to_video", "image_to_video"])
 def test_the_known_answer_runs_change_only_the_prompt(stem):
     """The known-answer runs are the shipped workflows: same nodes, sampler settings and model files."""
     api = _api(stem)
     sampler = _node(api, "CogVideoXSampler")
-    assert (sampler["steps"], sampler["cfg"], sampler["denoise"]) == (25, 6.0, 1.0)
+    assert (sampler["steps"], sampler["cfg"], sampler["denoise"]) == SHIPPED_SAMPLING[stem]
     assert {n["class_type"] for n in api.values()} >= {"CogVideoXModelLoader", "CogVideoXSaveVideo"}
