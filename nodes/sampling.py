@@ -264,8 +264,9 @@ class CogVideoXSampler(CheckedInputs):
                     "timestep-modulated input changed less than this in total since the last computed step, "
                     "reusing that step's residual. 0 = off (exact). Higher is faster and less faithful. "
                     "The first 40% of the steps always run and at most 3 steps in a row are skipped. "
-                    "On the shipped tiny model at 50 steps, 0.8 ran 28 of 50 steps (1.79x fewer transformer "
-                    "calls) at >= 27.6 dB PSNR (median 34.6) against the uncached video over 8 prompts and seeds; "
+                    "On the shipped tiny model at 50 steps and the template's CFG 2.5, 0.8 ran 28 of 50 steps "
+                    "(1.79x fewer transformer calls) at >= 29.4 dB PSNR (median 35.1; at CFG 6: 27.6) against the "
+                    "uncached video over 8 prompts and seeds; "
                     "cache_plan calibrated does better.",
                 ),
                 io.Combo.Input(
@@ -275,10 +276,11 @@ class CogVideoXSampler(CheckedInputs):
                     optional=True,
                     tooltip="Which steps step caching may skip (only with cache_threshold > 0). adaptive: the "
                     "rule above (first 40% of the steps always run, at most 3 skipped in a row). calibrated: "
-                    "the skip plan calibrated on the shipped tiny model for the step count nearest yours, "
-                    "the reused residual extrapolated half way along its last change (tools/cache_calibrate.py; "
-                    "50 steps: 26-27 computed at >= 29.7 dB, 25 steps: 16 at >= 30.7 dB at 0.8); on other "
-                    "models measure before trusting it.",
+                    "the skip plan calibrated on the shipped tiny model at CFG 2.5 for the step count nearest "
+                    "yours, the reused residual extrapolated half way along its last change "
+                    "(tools/cache_calibrate.py; 50 steps: 23 computed at >= 30.8 dB with cache_threshold 5, where "
+                    "the plan alone decides, 24 at >= 32.4 dB at 0.8; 25 steps: 15 at >= 32.3 dB). Higher CFG "
+                    "scales a skipped step's error; on other models and settings measure before trusting it.",
                 ),
             ],
             outputs=[io.Latent.Output(tooltip="The denoised latent, for CogVideoX VAE Decode.")],

@@ -64,18 +64,20 @@ def test_step_caching_skips_steps_and_keeps_the_video(comfy_host, comfy_client):
     assert quality > 30.0, f"{ran} of 50 steps computed, {quality:.1f} dB from the uncached video"
 
 
-def test_calibrated_cache_plan_computes_half_of_50_steps(comfy_host, comfy_client):
+def test_calibrated_cache_plan_computes_under_half_of_50_steps(comfy_host, comfy_client):
     """The sampler's cache_plan "calibrated" (appended optional input) runs the calibrated 50-step
-    plan: about half of the 50 steps (cogvideox.cache.CALIBRATED_PHASES and CALIBRATED_EXTRAPOLATE,
-    calibrated on the 128x128 tiny model: 26-27 of 50 at 29.7 dB worst over the study's 8 pairs,
-    docs/step_cache.md; this caption and seed in the library: 27 of 50 at 31.8 dB), and the video
-    stays close to the uncached one (the 64x64 model's plain-reuse plan on this model: 26 at 28.6 dB)."""
+    plan: under half of the 50 steps (cogvideox.cache.CALIBRATED_PHASES and CALIBRATED_EXTRAPOLATE,
+    calibrated on the 128x128 tiny model at the T2V template's CFG 2.5, which this graph samples at:
+    23 of 50 with the plan alone, 24 with the indicator at 0.8, at 30.8 / 32.4 dB worst over the
+    study's 8 pairs, docs/step_cache.md; this graph's caption and seed through the nodes, MP4 read
+    back: 24 of 50 at 32.8 dB), and the video stays close to the uncached one."""
     plain = run_video(comfy_client, _variant(sampler={"steps": 50, "cache_threshold": 0.0}))
     video = run_video(comfy_client, _variant(sampler={"steps": 50, "cache_threshold": 0.8,
                                                       "cache_plan": "calibrated"}))
     runs = re.findall(r"step cache: ran (\d+) of (\d+) steps", comfy_host.log_text())
-    assert runs and int(runs[-1][1]) == 50 and int(runs[-1][0]) <= 27, runs[-1:]
-    assert synthetic.psnr(video, plain) > 29.0
+    assert runs and int(runs[-1][1]) == 50 and int(runs[-1][0]) <= 24, runs[-1:]
+    quality = synthetic.psnr(video, plain)
+    assert quality > 30.0, f"{runs[-1][0]} of 50 steps computed, {quality:.1f} dB from the uncached video"
     assert synthetic.video_colour(video) == synthetic.video_colour(plain)
 
 
