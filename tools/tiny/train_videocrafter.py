@@ -23,7 +23,10 @@ tokens the U-Nets are trained on are exactly those the nodes build at inference:
   for I2V the reference's mid-grey image); EMA weights shipped.
 
 Writes ``videocrafter_tiny_t2v.safetensors`` / ``..._i2v.safetensors`` in the released-conversion
-key layout (``model.diffusion_model.*`` ...), which the VideoCrafter Checkpoint Loader reads.
+key layout (``model.diffusion_model.*`` ...), which the VideoCrafter Checkpoint Loader reads: beside
+the run (``--out``) while training, into ``tiny/checkpoints`` with ``--stage export-t2v`` / ``export-i2v``.
+``--levels``, ``--res-blocks`` and ``--t2v-variant`` change the U-Net for experiments (the shipped
+files: one level, one res block, VideoCrafter2's switches; ``tiny/MODEL_CARD.md`` tables the runs).
 """
 
 from __future__ import annotations
@@ -78,10 +81,17 @@ UNET_GROUPS = 4
 T2V_VARIANT, I2V_VARIANT = VARIANTS["t2v-512-v2.0"], VARIANTS["i2v-512-v1.0"]
 
 
-def unet_config(image: bool):
-    base = (I2V_VARIANT if image else T2V_VARIANT).unet
+def variant_of(image: bool, t2v_variant: str = T2V_VARIANT.name):
+    """The variant whose switches and schedule a tiny U-Net takes (``--t2v-variant`` for the T2V one)."""
+    return I2V_VARIANT if image else VARIANTS[t2v_variant]
+
+
+def unet_config(image: bool, levels: int = 1, t2v_variant: str = T2V_VARIANT.name, res_blocks: int = 1):
+    """The tiny U-Net: ``levels`` 1 (8x8 latent only) or 2 (8x8 and a 4x4 bottom with attention, same width)."""
+    base = variant_of(image, t2v_variant).unet
     return base.replace(
-        model_channels=32, channel_mult=(1,), num_res_blocks=1, attention_resolutions=(1,),
+        model_channels=32, channel_mult=(1, 1)[:levels], num_res_blocks=res_blocks,
+        attention_resolutions=(1, 2)[:levels],
         num_head_channels=16, context_dim=TEXT["width"], temporal_length=FRAMES, num_groups=UNET_GROUPS,
     )  # fmt: skip
 
@@ -289,9 +299,9 @@ def stage_data(args, out: Path, loading) -> None:
 
 # ------------------------------------------------------------------------------ diffusion
 class I2VModel(torch.nn.Module):
-    def __init__(self):
+    def __init__(self, levels: int = 1, res_blocks: int = 1):
         super().__init__()
-        self.unet = VideoCrafterUNet(unet_config(True))
+        self.unet = VideoCrafterUNet(unet_config(True, levels, res_blocks=res_blocks))
         self.resampler = Resampler(RESAMPLER)
 
 
@@ -310,11 +320,12 @@ def train_unet(args, out: Path, loading, image: bool) -> None:
     cap_idx = torch.tensor([index[synthetic.caption_for(*lab)] for lab in data["labels"]])
     latents, fps = data["latents"], data["fps"]
     tokens, grey = data["tokens"], data["grey"]
-    schedule = (I2V_VARIANT if image else T2V_VARIANT).schedule
+    schedule = variant_of(image, args.t2v_variant).schedule
     abar, scale = alphas_cumprod(schedule).float(), scale_table(schedule).float()
     gen = torch.Generator().manual_seed(3 if image else 2)
     torch.manual_seed(3 if image else 2)
-    model = I2VModel() if image else VideoCrafterUNet(unet_config(False))
+    model = (I2VModel(args.levels, args.res_blocks) if image
+             else VideoCrafterUNet(unet_config(False, args.levels, args.t2v_variant, args.res_blocks)))
     tag = "i2v" if image else "t2v"
     if args.resume and (out / f"{tag}.pt").exists():
         model.load_state_dict(torch.load(out / f"{tag}.pt", weights_only=True))
@@ -367,13 +378,13 @@ def train_unet(args, out: Path, loading, image: bool) -> None:
                      (time.time() - start) / (step + 1))
         if (step + 1) % 100 == 0 or step == steps - 1:
             torch.save(ema.state_dict(), out / f"{tag}.pt")
-            export(out, image)
+            export(out, image, dest=out)  # a loadable checkpoint beside the run; --stage export-* ships it
     log.info("%s done: %d steps, avg loss %.4f, %.0f s", tag, steps, avg, time.time() - start)
 
 
 # ------------------------------------------------------------------------------ export
-def export(out: Path, image: bool) -> Path:
-    """The shipped checkpoint in the released-conversion key layout."""
+def export(out: Path, image: bool, dest: Path = TINY_DIR) -> Path:
+    """The checkpoint in the released-conversion key layout, written to ``dest`` (default: shipped in ``tiny/``)."""
     from safetensors.torch import save_file
 
     tag = "i2v" if image else "t2v"
@@ -396,7 +407,7 @@ def export(out: Path, image: bool) -> Path:
     metadata["videocrafter.unet"] = json.dumps({"num_groups": UNET_GROUPS})
     if image:
         metadata["videocrafter.resampler"] = json.dumps(RESAMPLER.__dict__)
-    path = TINY_DIR / (I2V_FILE.name if image else T2V_FILE.name)
+    path = dest / (I2V_FILE.name if image else T2V_FILE.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(path), metadata=metadata)
     return path
@@ -408,10 +419,11 @@ def quick_eval(args, out: Path, loading, image: bool, seed: int = 0, count: int 
     captions, emb, empty = captions_table(loading)
     vae = load_vae_module(out)
     tag = "i2v" if image else "t2v"
-    model = I2VModel() if image else VideoCrafterUNet(unet_config(False))
+    model = (I2VModel(args.levels, args.res_blocks) if image
+             else VideoCrafterUNet(unet_config(False, args.levels, args.t2v_variant, args.res_blocks)))
     model.load_state_dict(torch.load(out / f"{tag}.pt", weights_only=True))
     model.eval()
-    variant = I2V_VARIANT if image else T2V_VARIANT
+    variant = variant_of(image, args.t2v_variant)
     sched = make_ddim_schedule(variant.schedule, args.eval_steps, 1.0)
     clip_vision = loading.load_clip_vision(random_encoders()) if image else None
     gen_clips = torch.Generator().manual_seed(4242 + seed)
@@ -474,6 +486,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--high-t", type=float, default=0.3)
     parser.add_argument("--ema", type=float, default=0.995)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--levels", type=int, choices=(1, 2), default=1, help="channel_mult (1,) or (1, 1)")
+    parser.add_argument("--res-blocks", type=int, default=1, help="num_res_blocks per level")
+    parser.add_argument("--t2v-variant", default=T2V_VARIANT.name, choices=[k for k in VARIANTS if k.startswith("t2v")],
+                        help="the switches and schedule of the T2V U-Net")
     parser.add_argument("--eval-steps", type=int, default=25)
     parser.add_argument("--eval-cfg", type=float, default=7.0)
     args = parser.parse_args(argv)
