@@ -69,6 +69,7 @@ def test_a_nodes_info_button_opens_its_help_page_with_pictures(comfy_page):
             "() => { const n = app.graph.nodes.find(n => n.type === 'CogVideoXSampler');"
             " app.canvas.centerOnNode(n); app.canvas.selectNode(n); app.canvas.setDirty(true, true); }"
         )
+        ui.settle_leaving_masks(comfy_page)
         comfy_page.locator("[data-testid='info-button']").click(timeout=30_000)
     assert page_fetch.value.url.endswith("/docs/CogVideoXSampler.md")
     help_panel = comfy_page.locator(".node-help-content")

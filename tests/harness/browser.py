@@ -56,9 +56,23 @@ def open_frontend(page, url: str, timeout_ms: int = 120_000) -> None:
 def close_dialogs(page) -> None:
     for _ in range(5):
         if not page.evaluate("() => document.querySelectorAll('.p-dialog').length"):
-            return
+            break
         page.keyboard.press("Escape")
         time.sleep(0.2)
+    settle_leaving_masks(page)
+
+
+def settle_leaving_masks(page, timeout: float = 3.0) -> None:
+    """Wait for the overlay masks of closed dialogs to finish leaving; drop one whose leave animation
+    never ends. Seen once in CI (2026-11-28): a PrimeVue BlockUI mask stuck in ``p-overlay-mask-leave``
+    over the whole page intercepted every click for 30 s (the same test passed on the rerun)."""
+    leaving = "() => document.querySelectorAll('.p-overlay-mask-leave').length"
+    deadline = time.monotonic() + timeout
+    while page.evaluate(leaving):
+        if time.monotonic() > deadline:
+            page.evaluate("() => document.querySelectorAll('.p-overlay-mask-leave').forEach(m => m.remove())")
+            return
+        time.sleep(0.1)
 
 
 def drop_workflow(page, workflow: dict[str, Any], filename: str, timeout: float = 30.0) -> dict[str, Any]:
