@@ -602,13 +602,14 @@ def cache_model(quick: bool):
     return model, vae, variant, "random tiny-ish model"
 
 
-def _template_cfg(name: str = "text_to_video", default: float = 6.0) -> float:
-    """The guidance a shipped template samples at (its API twin's CogVideoX Sampler), else ``default``."""
-    path = ROOT / "workflows" / "api" / f"{name}.json"
-    if not path.exists():
-        return default
-    nodes = json.loads(path.read_text()).values()
-    return float(next((n["inputs"]["cfg"] for n in nodes if n["class_type"] == "CogVideoXSampler"), default))
+def _cache_study():
+    """``tools/cache_study.py``: the study's pairs, its tiny T5 and its CFG (the T2V template's)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import cache_study
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    return cache_study
 
 
 CACHE_PAIRS = 8  # prompt/seed pairs of tools/cache_study.py (the shipped tiny model) for the quality
@@ -631,18 +632,14 @@ class _StepCount(logging.Handler):
 def _cache_prompts(model_cfg: TransformerConfig, name: str) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
     """(positive, negative, seed) per pair: the study's captions with the tiny T5, else random embeddings."""
     if name == "shipped tiny model":
-        sys.path.insert(0, str(ROOT / "tools"))
         try:
-            import cache_study
-
+            cache_study = _cache_study()
             study_pairs = cache_study.PAIRS[:CACHE_PAIRS]
             encode = cache_study.tiny_eval.text_encoder()
             negative = encode([""])
             return [(encode([caption]), negative, seed) for caption, seed in study_pairs]
         except (ImportError, OSError, KeyError, ValueError) as exc:
             log.info("tiny T5 not usable (%s); random prompt embeddings", exc)
-        finally:
-            sys.path.remove(str(ROOT / "tools"))
     gen = torch.Generator().manual_seed(5)
     neg = torch.zeros(1, model_cfg.max_text_seq_length, model_cfg.text_embed_dim)
     return [(torch.randn(1, model_cfg.max_text_seq_length, model_cfg.text_embed_dim, generator=gen), neg, seed)
@@ -660,7 +657,7 @@ def bench_cache(quick: bool, repeats: int, threshold: float, steps: int, plan: s
     h, w = variant.height // 8 // p * p, variant.width // 8 // p * p
     t = 2 if quick else (variant.frames - 1) // cfg.temporal_compression_ratio + 1
     pairs = _cache_prompts(cfg, name)[: 2 if quick else CACHE_PAIRS]
-    guidance = _template_cfg()  # the T2V template's (2.5 for the shipped tiny model), as tools/cache_study.py
+    guidance = _cache_study().CFG  # the T2V template's (2.5 for the shipped tiny model), as the study and calibrator
 
     def sampled(th: float, pair) -> torch.Tensor:
         pos, neg, seed = pair
